@@ -1,0 +1,502 @@
+"""Rules engine: classifies mentions with the operator-editable rules in ``config/rules.yaml``."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from bot.domain import Category, Verdict
+
+__all__ = ["Classifier", "RuleSpec", "RulesClassifier", "RulesFile"]
+
+# Tie-break order, highest priority first: a complaint phrased as a question is a complaint.
+_ORDER: tuple[Category, ...] = (
+    Category.COMPLAINT,
+    Category.QUESTION,
+    Category.PRAISE,
+    Category.OTHER,
+)
+_INDEX: dict[Category, int] = {category: i for i, category in enumerate(_ORDER)}
+_MATCHERS: tuple[str, ...] = ("keywords", "phrases", "regex", "emoji")
+
+# Every matcher sees the text after this normalisation: typographic apostrophes and
+# look-alikes become "'", emoji variation selectors are dropped (so "❤️" and "❤" are the
+# same), and runs of whitespace collapse to one space.
+_NORMALISE = str.maketrans(
+    {
+        "\u2019": "'",  # right single quotation mark, the usual typographic apostrophe
+        "\u2018": "'",  # left single quotation mark
+        "\u02bc": "'",  # modifier letter apostrophe
+        "\u2032": "'",  # prime
+        "\u00b4": "'",  # acute accent
+        "\ufe0f": None,  # variation selector-16 (emoji presentation)
+        "\ufe0e": None,  # variation selector-15 (text presentation)
+    }
+)
+_TOKEN = re.compile(r"\w+")
+_KEYWORD_WORD = re.compile(r"\*?\w+\*?")
+_REASON_MAX = 40  # matched text longer than this is shortened in reasons
+_MAX_GATES = 3  # prefilters per regex rule
+
+
+def _import(name: str) -> ModuleType | None:
+    """Import a CPython-internal module, or return None where it does not exist."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+# The regex parser behind ``re`` (CPython >= 3.11), used to find the literal text a regex
+# needs so that it can be skipped cheaply; without it every regex rule simply always runs.
+_SRE_PARSER = _import("re._parser")
+_SRE: Any = _import("re._constants")
+if _SRE is None:
+    _SRE_PARSER = None
+_REPEATS: tuple[object, ...] = (
+    (_SRE.MAX_REPEAT, _SRE.MIN_REPEAT, _SRE.POSSESSIVE_REPEAT) if _SRE is not None else ()
+)
+_NOTHING_MATCHED_CONFIDENCE = 0.5
+
+
+def _normalise(text: str) -> str:
+    """Return ``text`` as every matcher sees it (apostrophes, variation selectors, spaces)."""
+    if not text.isascii():  # every character _NORMALISE maps is outside ASCII
+        text = text.translate(_NORMALISE)
+    return " ".join(text.split())
+
+
+def _clean_terms(terms: list[str], field: str) -> list[str]:
+    """Normalise a list of terms and reject an empty list or an empty term.
+
+    Raises:
+        ValueError: the list is empty or one of its terms is blank.
+    """
+    if not terms:
+        raise ValueError(f"{field} must list at least one entry")
+    cleaned: list[str] = []
+    for i, term in enumerate(terms):
+        norm = _normalise(term)
+        if not norm:
+            raise ValueError(f"{field}[{i}] is empty")
+        cleaned.append(norm)
+    return cleaned
+
+
+class RuleSpec(BaseModel):
+    """One rule of ``config/rules.yaml``: one matcher and the weights it adds when it fires.
+
+    Exactly one matcher must be given:
+
+    - ``keywords``: whole words or multi-word terms, case-insensitive, at word boundaries
+      (``thanks`` does not match "thanksgiving"). A ``*`` at the start or end of a keyword
+      matches any run of word characters (``thank*`` matches "thanks" and "thankful").
+    - ``phrases``: case-insensitive substrings (``refund`` matches "refunded").
+    - ``regex``: a Python regular expression, compiled with ``re.IGNORECASE``.
+    - ``emoji``: literal emoji (use ``phrases`` for ASCII emoticons such as ``:(``).
+
+    All matchers see the text with typographic apostrophes (U+2019 and look-alikes) turned
+    into ``'``, so "doesn't" matches however the apostrophe was typed; emoji variation
+    selectors are removed and whitespace runs collapse to one space. Keywords, phrases and
+    emoji are normalised the same way.
+
+    ``weights`` maps categories to the amount added to their score when the rule fires; a
+    negative weight argues against a category.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    keywords: list[str] | None = None
+    phrases: list[str] | None = None
+    regex: str | None = None
+    emoji: list[str] | None = None
+    weights: dict[Category, float]
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        name = value.strip()
+        if not name:
+            raise ValueError("rule name must not be empty")
+        return name
+
+    @field_validator("keywords")
+    @classmethod
+    def _check_keywords(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        keywords = _clean_terms(value, "keywords")
+        for keyword in keywords:
+            core = keyword.removeprefix("*").removesuffix("*")
+            if not core.strip():
+                raise ValueError(f"keyword {keyword!r} has nothing but wildcards")
+            if "*" in core or core != core.strip():
+                raise ValueError(
+                    f"keyword {keyword!r}: '*' is allowed only at the start or end, next to a word"
+                )
+        return keywords
+
+    @field_validator("phrases")
+    @classmethod
+    def _check_phrases(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        return _clean_terms(value, "phrases")
+
+    @field_validator("regex")
+    @classmethod
+    def _check_regex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("regex must not be empty")
+        try:
+            pattern = re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from exc
+        if pattern.fullmatch("") is not None:
+            raise ValueError("regex matches the empty string, so it would fire on every mention")
+        return value
+
+    @field_validator("emoji")
+    @classmethod
+    def _check_emoji(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        emoji = _clean_terms(value, "emoji")
+        for item in emoji:
+            if " " in item:
+                raise ValueError(f"emoji {item!r} contains whitespace; list each emoji apart")
+            if item.isascii():
+                raise ValueError(
+                    f"emoji {item!r} is plain ASCII; use phrases for emoticons such as ':('"
+                )
+        return emoji
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: dict[Category, float]) -> dict[Category, float]:
+        if not value:
+            raise ValueError("weights must give at least one category a weight")
+        for category, weight in value.items():
+            if not math.isfinite(weight):
+                raise ValueError(f"weight for {category.value!r} must be a finite number")
+        if all(weight == 0 for weight in value.values()):
+            raise ValueError("weights are all zero, so the rule would have no effect")
+        return value
+
+    @model_validator(mode="after")
+    def _check_one_matcher(self) -> RuleSpec:
+        given = [field for field in _MATCHERS if getattr(self, field) is not None]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                "a rule needs exactly one matcher (keywords, phrases, regex or emoji); "
+                f"found {found}"
+            )
+        return self
+
+
+class RulesFile(BaseModel):
+    """The whole of ``config/rules.yaml``.
+
+    ``min_score``: the top category's score must reach it, otherwise the verdict is
+    ``other``. ``rules``: applied in order; each fires at most once per mention.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_score: float = 1.0
+    rules: list[RuleSpec]
+
+    @field_validator("min_score")
+    @classmethod
+    def _check_min_score(cls, value: float) -> float:
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError("min_score must be a number greater than 0")
+        return value
+
+    @field_validator("rules")
+    @classmethod
+    def _check_unique_names(cls, value: list[RuleSpec]) -> list[RuleSpec]:
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(value):
+            if rule.name in seen:
+                raise ValueError(
+                    f"duplicate rule name {rule.name!r} (rules {seen[rule.name]} and {i})"
+                )
+            seen[rule.name] = i
+        return value
+
+
+class Classifier(Protocol):
+    """Decides what a mention is; rules today, a learned model may sit behind it later."""
+
+    def classify(self, text: str) -> Verdict:
+        """Classify one mention's text."""
+
+
+def _alternation(terms: list[str], wrap: Callable[[str], str]) -> str:
+    """Return one regex alternation of ``terms``, longest first, each escaped by ``wrap``."""
+    unique = sorted({term.lower() for term in terms}, key=lambda t: (-len(t), t))
+    return "|".join(wrap(term) for term in unique)
+
+
+def _keyword_regex(keyword: str) -> str:
+    """Return the regex body for one lower-cased keyword (``*`` is a word-character run)."""
+    head = r"\w*" if keyword.startswith("*") else ""
+    tail = r"\w*" if keyword.endswith("*") else ""
+    return head + re.escape(keyword.strip("*")) + tail
+
+
+def _keyword_trigger(keyword: str) -> str | None:
+    """Return a word that any text matching ``keyword`` holds as a whole token, if any."""
+    word: str
+    for word in _KEYWORD_WORD.findall(keyword):
+        if "*" not in word:
+            return word
+    return None
+
+
+def _strength(strings: frozenset[str]) -> tuple[int, int]:
+    """Rank a set of required strings: longer shortest string first, then fewer strings."""
+    return min(len(s) for s in strings), -len(strings)
+
+
+def _sequence_requirements(sequence: Any) -> list[frozenset[str]]:
+    """Return what every match of a parsed regex sequence must contain (see below)."""
+    required: list[frozenset[str]] = []
+    run: list[str] = []
+    for op, arg in sequence:
+        if op is _SRE.LITERAL and arg < 128:
+            run.append(chr(arg).lower())
+            continue
+        if run:
+            required.append(frozenset(["".join(run)]))
+            run = []
+        if op is _SRE.SUBPATTERN:
+            required.extend(_sequence_requirements(arg[3]))
+        elif op is _SRE.ATOMIC_GROUP:
+            required.extend(_sequence_requirements(arg))
+        elif op in _REPEATS and arg[0] >= 1:
+            required.extend(_sequence_requirements(arg[2]))
+        elif op is _SRE.BRANCH:
+            union: set[str] = set()
+            for branch in arg[1]:
+                options = _sequence_requirements(branch)
+                if not options:  # this branch needs nothing, so neither does the whole
+                    break
+                union.update(max(options, key=_strength))
+            else:
+                required.append(frozenset(union))
+        # Anything else (classes, anchors, lookarounds, optional parts) requires nothing.
+    if run:
+        required.append(frozenset(["".join(run)]))
+    return required
+
+
+def _regex_gates(pattern: str) -> tuple[Callable[[str], object], ...]:
+    """Return cheap prefilters for a regex rule, run on the lower-cased ASCII-only text.
+
+    Each gate searches for one of a set of literal strings that every match of ``pattern``
+    must contain, found by walking the parsed pattern: a literal run in a sequence, one
+    string from each branch of an alternation. If any gate finds nothing, the regex cannot
+    match. Only ASCII literals are used and the gates only run on ASCII-only text, where
+    case-insensitive matching is plain upper/lower case, so they never hide a match.
+    Nothing is returned (the regex always runs) when nothing is required.
+    """
+    if _SRE_PARSER is None:
+        return ()
+    try:
+        parsed = _SRE_PARSER.parse(pattern, re.IGNORECASE)
+        required = _sequence_requirements(parsed)
+    except (re.error, AttributeError, IndexError, TypeError, ValueError):
+        return ()  # an unexpected parse tree: no shortcut, the regex always runs
+    best = sorted(set(required), key=_strength, reverse=True)[:_MAX_GATES]
+    return tuple(
+        re.compile("|".join(re.escape(s) for s in sorted(strings, key=len, reverse=True))).search
+        for strings in best
+    )
+
+
+class _CompiledRule:
+    """A rule ready to run: its pattern, its prefilters and its pre-rendered reason parts."""
+
+    __slots__ = (
+        "contributions",
+        "gates",
+        "index",
+        "name",
+        "needs_non_ascii",
+        "on_original",
+        "prefix",
+        "search",
+        "suffixes",
+        "triggers",
+        "weights",
+    )
+
+    def __init__(self, index: int, spec: RuleSpec) -> None:
+        self.index = index
+        self.name = spec.name
+        self.prefix = f"rule {spec.name!r}: "
+        self.on_original = False  # regexes see the original case, the others lower case
+        self.needs_non_ascii = False  # emoji rules cannot fire on an ASCII-only text
+        self.triggers: frozenset[str] | None = None  # some token must be in the text
+        self.gates: tuple[Callable[[str], object], ...] = ()  # each must find something
+        if spec.keywords is not None:
+            keywords = [_normalise(k.lower()) for k in spec.keywords]
+            body = _alternation(keywords, _keyword_regex)
+            pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)")
+            triggers = [_keyword_trigger(k) for k in keywords]
+            if None not in triggers:
+                self.triggers = frozenset(t for t in triggers if t is not None)
+        elif spec.phrases is not None:
+            pattern = re.compile(_alternation(spec.phrases, re.escape))
+        elif spec.emoji is not None:
+            pattern = re.compile(_alternation(spec.emoji, re.escape))
+            self.needs_non_ascii = True
+        elif spec.regex is not None:
+            pattern = re.compile(spec.regex, re.IGNORECASE)
+            self.on_original = True
+            self.gates = _regex_gates(spec.regex)
+        else:  # unreachable: RuleSpec validation guarantees exactly one matcher
+            raise ValueError(f"rule {spec.name!r} has no matcher")
+        self.search = pattern.search
+        # weights[i] is the weight for _ORDER[i]; contributions lists only the non-zero ones.
+        self.weights: tuple[float, ...] = tuple(spec.weights.get(c, 0.0) for c in _ORDER)
+        self.contributions: tuple[tuple[int, float], ...] = tuple(
+            (i, w) for i, w in enumerate(self.weights) if w != 0
+        )
+        # suffixes[i]: the reason's tail when _ORDER[i] wins (the winner's weight first).
+        self.suffixes: tuple[str, ...] = tuple(
+            self._suffix(spec.weights, winner) for winner in _ORDER
+        )
+
+    @staticmethod
+    def _suffix(weights: dict[Category, float], winner: Category) -> str:
+        ordered = sorted(
+            ((c, w) for c, w in weights.items() if w != 0),
+            key=lambda cw: (cw[0] != winner, _INDEX[cw[0]]),
+        )
+        return " → " + ", ".join(f"{c.value} {w:+}" for c, w in ordered)
+
+
+class RulesClassifier:
+    """Classifies mentions with a :class:`RulesFile`; everything is compiled up front.
+
+    Scoring: every rule whose matcher finds something in the text fires once and adds its
+    weights to the categories' scores. The category with the highest score wins if that
+    score reaches ``min_score``; otherwise the verdict is ``other``. Ties go to the first
+    of complaint, question, praise, other, so a complaint phrased as a question is a
+    complaint. ``Verdict.scores`` holds all four categories' scores.
+
+    Confidence, with ``top`` the winner's score, ``runner_up`` the best other score
+    (floored at 0) and ``m`` = ``min_score``:
+
+    - a category reached ``min_score``::
+
+          confidence = (1 - exp(-top / (2 * m))) * (top - runner_up) / top
+
+      The first factor saturates with the amount of evidence (one rule of weight ``m``
+      gives 0.39, ``3 * m`` gives 0.78, ``6 * m`` gives 0.95); the second is the share of
+      the winner's score that the runner-up does not contest (1 when nothing argues for
+      another category, 0 for a tie broken by the fixed order).
+    - nothing fired: ``other`` with confidence 0.5, meaning "nothing matched, no evidence
+      either way"; the only reason is ``"no rule matched"``.
+    - rules fired but no score reached ``min_score``: ``other`` with confidence
+      ``0.5 * (1 - max(top, 0) / m)``, falling from 0.5 towards 0 as the best score nears
+      the threshold.
+
+    Reasons: one per fired rule, such as ``"rule 'broken-product': 'not working' →
+    complaint +2.0"``, ordered by the rule's contribution to the winning category (largest
+    first, rules arguing against it last, ties in file order).
+    """
+
+    def __init__(self, rules: RulesFile) -> None:
+        self._min_score = rules.min_score
+        self._rules: tuple[_CompiledRule, ...] = tuple(
+            _CompiledRule(i, spec) for i, spec in enumerate(rules.rules)
+        )
+        self._uses_tokens = any(rule.triggers is not None for rule in self._rules)
+
+    def classify(self, text: str) -> Verdict:
+        """Classify one mention's text.
+
+        Args:
+            text: the mention as posted.
+
+        Returns:
+            The verdict, with every category's score and one reason per fired rule.
+        """
+        norm = _normalise(text)
+        low = norm.lower()
+        ascii_only = norm.isascii()
+        tokens = frozenset(_TOKEN.findall(low)) if self._uses_tokens else frozenset()
+        scores = [0.0, 0.0, 0.0, 0.0]
+        fired: list[tuple[_CompiledRule, re.Match[str]]] = []
+        for rule in self._rules:
+            triggers = rule.triggers
+            if triggers is not None and triggers.isdisjoint(tokens):
+                continue
+            if ascii_only and (rule.needs_non_ascii or not _open(rule.gates, low)):
+                continue
+            match = rule.search(norm if rule.on_original else low)
+            if match is not None:
+                fired.append((rule, match))
+                for i, weight in rule.contributions:
+                    scores[i] += weight
+        if not fired:
+            return Verdict(
+                category=Category.OTHER,
+                confidence=_NOTHING_MATCHED_CONFIDENCE,
+                reasons=("no rule matched",),
+                scores={c.value: 0.0 for c in _ORDER},
+            )
+        best = 0
+        for i in (1, 2, 3):
+            if scores[i] > scores[best]:
+                best = i
+        top = scores[best]
+        min_score = self._min_score
+        if top >= min_score:
+            runner_up = max(0.0, *(s for i, s in enumerate(scores) if i != best))
+            confidence = (1.0 - math.exp(-top / (2.0 * min_score))) * (top - runner_up) / top
+        else:
+            best = 3  # other
+            confidence = 0.5 * (1.0 - max(top, 0.0) / min_score)
+        if len(fired) > 1:
+            fired.sort(key=lambda hit: (-hit[0].weights[best], hit[0].index))
+        reasons = tuple(
+            rule.prefix + _quote(match, norm, low) + rule.suffixes[best] for rule, match in fired
+        )
+        return Verdict(
+            category=_ORDER[best],
+            confidence=min(1.0, max(0.0, confidence)),
+            reasons=reasons,
+            scores={c.value: round(scores[i], 6) for i, c in enumerate(_ORDER)},
+        )
+
+
+def _open(gates: tuple[Callable[[str], object], ...], low: str) -> bool:
+    """Return whether every prefilter of a regex rule finds its text in ``low``."""
+    return all(gate(low) is not None for gate in gates)
+
+
+def _quote(match: re.Match[str], norm: str, low: str) -> str:
+    """Return the matched text, in its original case where possible, quoted and shortened."""
+    start, end = match.span()
+    # Keywords, phrases and emoji match the lower-cased text; show the original case when
+    # lower-casing kept every position (it nearly always does).
+    text = norm[start:end] if len(norm) == len(low) else match[0]
+    if len(text) > _REASON_MAX:
+        text = text[: _REASON_MAX - 1] + "…"
+    return f"'{text}'"

@@ -1,0 +1,391 @@
+"""Configuration: four YAML files validated by pydantic, secrets from the environment.
+
+``load_config(directory, environ)`` takes its inputs as arguments (tests pass a dict and a temp
+dir). Every problem found is collected and raised together as one ``ConfigError`` whose
+problems name the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bot.classifier import RulesFile
+from bot.domain import Category
+from bot.durations import Duration
+from bot.errors import ConfigError, Problem
+from bot.policy import EscalationFile
+from bot.templates import TemplatesFile
+from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
+
+CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
+DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
+DEFAULT_DATABASE_URL: Final = "sqlite+aiosqlite:///carebot.db"
+FILES: Final = ("carebot.yaml", "rules.yaml", "templates.yaml", "escalation.yaml")
+ACKED_CATEGORIES: Final = (Category.COMPLAINT, Category.QUESTION, Category.PRAISE)
+
+# Keys that hold secrets, wherever they appear, and the variable that must carry them instead.
+SECRET_KEY_RE: Final = re.compile(
+    r"(token|secret|password|passwd|api_key|apikey|bearer|consumer_key|private_key)", re.I
+)
+SECRET_ENV: Final = {
+    ("platforms", "x", "bearer_token"): "CAREBOT_X_BEARER_TOKEN",
+    ("platforms", "x", "consumer_key"): "CAREBOT_X_CONSUMER_KEY",
+    ("platforms", "x", "consumer_secret"): "CAREBOT_X_CONSUMER_SECRET",
+    ("platforms", "x", "access_token"): "CAREBOT_X_ACCESS_TOKEN",
+    ("platforms", "x", "access_token_secret"): "CAREBOT_X_ACCESS_TOKEN_SECRET",
+    ("staff", "token"): "CAREBOT_TELEGRAM_STAFF_TOKEN",
+}
+X_SECRET_VARS: Final = (
+    "CAREBOT_X_BEARER_TOKEN",
+    "CAREBOT_X_CONSUMER_KEY",
+    "CAREBOT_X_CONSUMER_SECRET",
+    "CAREBOT_X_ACCESS_TOKEN",
+    "CAREBOT_X_ACCESS_TOKEN_SECRET",
+)
+_PASSWORD_IN_URL: Final = re.compile(r"://[^/@:]*:[^/@]+@")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrandConfig(_Model):
+    """Who we are."""
+
+    name: str = Field(default="Acme", min_length=1, max_length=40)
+
+
+class DatabaseConfig(_Model):
+    """Where tickets live. ``CAREBOT_DATABASE_URL`` overrides ``url``."""
+
+    url: str = DEFAULT_DATABASE_URL
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str) -> str:
+        if _PASSWORD_IN_URL.search(url):
+            raise ValueError(
+                f"the URL holds a password; set {DATABASE_URL_ENV} in the environment instead"
+            )
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+            )
+        return url
+
+
+class XConfig(_Model):
+    """X (Twitter) through tweepy; credentials come from CAREBOT_X_* variables."""
+
+    enabled: bool = False
+    api_base_url: str = Field(default="https://api.x.com", pattern=r"^https?://[^\s/]+/?$")
+    poll_interval: Duration = timedelta(seconds=30)
+    page_size: int = Field(default=100, ge=5, le=100)
+    backfill: Duration = timedelta(0)
+    request_timeout: Duration = timedelta(seconds=10)
+
+
+class PlatformsConfig(_Model):
+    """The real platforms carebot talks to."""
+
+    x: XConfig = Field(default_factory=XConfig)
+
+
+class SandboxConfig(_Model):
+    """Local fake platforms plus generated traffic, for trying carebot without credentials."""
+
+    enabled: bool = True
+    traffic_per_minute: float = Field(default=30.0, ge=0, le=600_000)
+    seed: int | None = None
+    poll_interval: Duration = timedelta(seconds=1)
+    live_log: bool = True
+
+
+class ScreeningConfig(_Model):
+    """Authors whose mentions are stored but never answered."""
+
+    bot_accounts: list[str] = Field(default_factory=list)
+    blocked_authors: list[str] = Field(default_factory=list)
+
+
+class OutboxConfig(_Model):
+    """Delivery of replies and notices."""
+
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    backoff_base: Duration = timedelta(seconds=2)
+    backoff_max: Duration = timedelta(minutes=10)
+    batch_size: int = Field(default=20, ge=1, le=500)
+    drain_timeout: Duration = timedelta(seconds=10)
+
+
+class TicketsConfig(_Model):
+    """Ticket references."""
+
+    ref_prefix: str = Field(default="CB-", pattern=r"^[A-Z][A-Z0-9]{0,5}-?$")
+
+
+class StaffGroup(_Model):
+    """A Telegram chat where support staff receive ticket cards."""
+
+    name: str = Field(min_length=1)
+    chat_id: int
+    categories: list[Category] = Field(default_factory=list)
+
+
+class StaffMember(_Model):
+    """A person allowed to act on tickets from the staff chat."""
+
+    name: str = Field(min_length=1)
+    telegram_user_id: int
+    role: Literal["agent", "lead"] = "agent"
+
+
+class StaffConfig(_Model):
+    """Staff chat; the bot token comes from CAREBOT_TELEGRAM_STAFF_TOKEN."""
+
+    telegram_api_base_url: str = "https://api.telegram.org"
+    groups: list[StaffGroup] = Field(default_factory=list)
+    members: list[StaffMember] = Field(default_factory=list)
+
+
+class LoggingConfig(_Model):
+    """Log levels."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class CarebotFile(_Model):
+    """``carebot.yaml``."""
+
+    brand: BrandConfig = Field(default_factory=BrandConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    platforms: PlatformsConfig = Field(default_factory=PlatformsConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    tickets: TicketsConfig = Field(default_factory=TicketsConfig)
+    staff: StaffConfig = Field(default_factory=StaffConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class XCredentials:
+    """X API credentials (app bearer for reading, OAuth 1.0a user context for posting)."""
+
+    bearer_token: SecretStr
+    consumer_key: SecretStr
+    consumer_secret: SecretStr
+    access_token: SecretStr
+    access_token_secret: SecretStr
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration of one carebot process."""
+
+    directory: Path
+    carebot: CarebotFile
+    rules: RulesFile
+    templates: TemplatesFile
+    escalation: EscalationFile
+    database_url: SecretStr
+    x_credentials: XCredentials | None
+
+
+def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """The config directory: ``--config``, else ``CAREBOT_CONFIG_DIR``, else ``./config``."""
+    if explicit:
+        return Path(explicit)
+    return Path(environ.get(CONFIG_DIR_ENV) or "config")
+
+
+def _key(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _pop_secrets(
+    data: Any,
+    path: tuple[str | int, ...],
+    located: LocatedYaml,
+    name: str,
+    problems: list[Problem],
+) -> None:
+    """Report (and remove) every secret-looking key with a value, wherever it is."""
+    if isinstance(data, dict):
+        for key in list(data):
+            here = (*path, key)
+            value = data[key]
+            if isinstance(key, str) and SECRET_KEY_RE.search(key) and isinstance(value, str | int):
+                if str(value).strip():
+                    env = SECRET_ENV.get(here) or "CAREBOT_" + "_".join(
+                        str(p).upper() for p in here if p not in ("platforms",)
+                    )
+                    problems.append(
+                        Problem(
+                            name,
+                            located.line_of(here),
+                            _key(here),
+                            f"secrets are never read from config files; remove it and set {env} "
+                            "in the environment",
+                        )
+                    )
+                del data[key]
+            else:
+                _pop_secrets(value, here, located, name, problems)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            _pop_secrets(item, (*path, i), located, name, problems)
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ")
+
+
+def _validate(
+    model: type[BaseModel], name: str, located: LocatedYaml, problems: list[Problem]
+) -> Any:
+    try:
+        return model.model_validate(located.data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("[")))
+            problems.append(Problem(name, located.line_of(loc), _key(loc), _message(err)))
+        return None
+
+
+def _load_file(directory: Path, name: str, problems: list[Problem]) -> LocatedYaml | None:
+    path = directory / name
+    try:
+        located = load_located(path)
+    except FileNotFoundError:
+        problems.append(Problem(str(path), None, "(file)", "file not found"))
+        return None
+    except YamlSyntaxError as exc:
+        problems.append(Problem(str(path), exc.line, "(syntax)", str(exc)))
+        return None
+    except OSError as exc:
+        problems.append(Problem(str(path), None, "(file)", f"cannot read: {exc.strerror}"))
+        return None
+    if not isinstance(located.data, dict):
+        problems.append(Problem(str(path), 1, "(top level)", "expected a mapping of keys"))
+        return None
+    _pop_secrets(located.data, (), located, str(path), problems)
+    return located
+
+
+def _cross_checks(
+    models: dict[str, Any],
+    located: dict[str, LocatedYaml],
+    directory: Path,
+    problems: list[Problem],
+) -> None:
+    """Checks that span files; each runs when the files it reads are valid on their own."""
+
+    def add(file: str, path: tuple[str | int, ...], message: str) -> None:
+        problems.append(
+            Problem(str(directory / file), located[file].line_of(path), _key(path), message)
+        )
+
+    carebot: CarebotFile | None = models.get("carebot.yaml")
+    templates: TemplatesFile | None = models.get("templates.yaml")
+    escalation: EscalationFile | None = models.get("escalation.yaml")
+    if templates is not None:
+        for category in ACKED_CATEGORIES:
+            if category.value not in templates.acks:
+                add("templates.yaml", ("acks",), f"no template set for {category.value!r}")
+    if carebot is None:
+        return
+    if carebot.sandbox.enabled and carebot.platforms.x.enabled:
+        add(
+            "carebot.yaml",
+            ("platforms", "x", "enabled"),
+            "the sandbox is enabled: set sandbox.enabled: false to talk to the real X",
+        )
+    if escalation is None:
+        return
+    groups = {g.name for g in carebot.staff.groups}
+    members = {m.name for m in carebot.staff.members}
+    for policy_name, policy in escalation.policies.items():
+        for i, step in enumerate(policy.steps):
+            here = ("policies", policy_name, "steps", i)
+            if groups and step.notify not in groups:
+                add(
+                    "escalation.yaml",
+                    (*here, "notify"),
+                    f"no staff group named {step.notify!r} in carebot.yaml "
+                    f"(groups: {', '.join(sorted(groups))})",
+                )
+            for who in step.mention:
+                if who not in members:
+                    add("escalation.yaml", (*here, "mention"), f"no staff member named {who!r}")
+
+
+def _secrets(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> tuple[SecretStr, XCredentials | None]:
+    db_url = environ.get(DATABASE_URL_ENV) or carebot.database.url
+    x_creds = None
+    if carebot.platforms.x.enabled and not carebot.sandbox.enabled:
+        missing = [var for var in X_SECRET_VARS if not environ.get(var)]
+        for var in missing:
+            problems.append(
+                Problem(
+                    "environment",
+                    None,
+                    var,
+                    "X is enabled (platforms.x.enabled) but this is unset",
+                )
+            )
+        if not missing:
+            x_creds = XCredentials(*(SecretStr(environ[var]) for var in X_SECRET_VARS))
+    return SecretStr(db_url), x_creds
+
+
+def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
+    """Load and validate the four config files in ``directory`` and the environment.
+
+    Raises:
+        ConfigError: listing every problem, each as ``file:line: key: message``.
+    """
+    problems: list[Problem] = []
+    located: dict[str, LocatedYaml] = {}
+    for name in FILES:
+        loaded = _load_file(directory, name, problems)
+        if loaded is not None:
+            located[name] = loaded
+    models: dict[str, Any] = {}
+    kinds: tuple[type[BaseModel], ...] = (CarebotFile, RulesFile, TemplatesFile, EscalationFile)
+    for name, model in zip(FILES, kinds, strict=True):
+        if name in located:
+            models[name] = _validate(model, str(directory / name), located[name], problems)
+    carebot, rules, templates, escalation = (models.get(name) for name in FILES)
+    _cross_checks(models, located, directory, problems)
+    db_url, x_creds = _secrets(carebot, environ, problems) if carebot else (SecretStr(""), None)
+    if problems or carebot is None or rules is None or templates is None or escalation is None:
+        raise ConfigError(problems)
+    return Config(
+        directory=directory,
+        carebot=carebot,
+        rules=rules,
+        templates=templates,
+        escalation=escalation,
+        database_url=db_url,
+        x_credentials=x_creds,
+    )

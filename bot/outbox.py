@@ -1,0 +1,214 @@
+"""The outbox sender: delivers due rows through their platform, exactly once.
+
+States: ``pending → sending → sent | failed``. A row is claimed (``sending``, committed) before
+the platform is called, and settled after. Retries use jittered exponential backoff; a 429
+with a reset time pauses the whole platform until then (no request before the reset).
+
+Rows left in ``sending`` (the process died mid-call, so the outcome is unknown) are settled by
+this rule once their claim is older than ``stale_after``: the adapter looks for the message on
+the platform (X: our recent replies in that thread with the same text); found → ``sent`` with
+its id, not found → ``pending`` again and sent normally; the platform cannot be asked → the row
+stays ``sending`` and is checked again later. So a crash never loses a reply and
+never doubles one that the platform confirms it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Final
+
+from bot.backoff import jittered
+from bot.clock import Clock
+from bot.config import OutboxConfig
+from bot.domain import Platform
+from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
+from bot.platforms.base import PlatformAdapter
+from bot.store import OutboxRow, Store
+
+logger = logging.getLogger(__name__)
+
+AUTH_PAUSE: Final = timedelta(minutes=5)
+IDLE_POLL: Final = 1.0  # seconds between looks at the table when nothing wakes us
+
+SentObserver = Callable[[OutboxRow, str], None]
+
+
+class OutboxSender:
+    """Delivers pending outbox rows per platform."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        adapters: Mapping[Platform, PlatformAdapter],
+        settings: OutboxConfig,
+        clock: Clock,
+        rng: random.Random | None = None,
+        stale_after: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._store = store
+        self._adapters = adapters
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._stale_after = stale_after
+        self._wake = asyncio.Event()
+        self._paused: dict[Platform, datetime] = {}
+        self._draining = False
+        self._last_settle: datetime | None = None
+        self.observers: list[SentObserver] = []
+
+    def wake(self) -> None:
+        """New rows were committed: look now rather than at the next idle poll."""
+        self._wake.set()
+
+    def paused_until(self, platform: Platform) -> datetime | None:
+        """When a rate-limited platform may be called again (None: not paused)."""
+        until = self._paused.get(platform)
+        return until if until is not None and until > self._clock.now() else None
+
+    async def run(self) -> None:
+        """Deliver until stopped; with :meth:`stop`, first drain what is due."""
+        while True:
+            sent = await self.run_once()
+            if sent:
+                continue
+            if self._draining:
+                return
+            await self._idle()
+
+    async def stop(self, task: asyncio.Task[None], drain_for: timedelta) -> None:
+        """Drain what is due (bounded by ``drain_for``), then end ``task``."""
+        self._draining = True
+        self.wake()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), drain_for.total_seconds())
+        except TimeoutError:
+            logger.warning(
+                "outbox: drain timed out after %s; the rest goes on next start", drain_for
+            )
+            task.cancel()
+        except Exception:  # noqa: BLE001 — the task's own failure was already logged
+            logger.debug("outbox task ended with an error during drain")
+
+    async def _idle(self) -> None:
+        wait = IDLE_POLL
+        due = await self._store.next_due_at(self._adapters)
+        if due is not None:
+            wait = min(wait, max((due - self._clock.now()).total_seconds(), 0.0))
+        if wait <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=wait)
+        self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Settle stale rows, claim a batch of due rows and deliver them; return how many."""
+        await self._settle_stale()
+        now = self._clock.now()
+        paused = [p for p, until in self._paused.items() if until > now]
+        rows = await self._store.claim_due(
+            self._settings.batch_size, exclude=paused, platforms=self._adapters
+        )
+        for row in rows:
+            if self.paused_until(row.platform) is not None:  # paused by an earlier row
+                await self._store.mark_retry(
+                    row, self._paused[row.platform], "platform rate limited", count_attempt=False
+                )
+                continue
+            await self._deliver(row)
+        return len(rows)
+
+    async def _deliver(self, row: OutboxRow) -> None:
+        adapter = self._adapters[row.platform]
+        try:
+            message_id = await adapter.send(row.destination, row.text, row.idempotency_key)
+        except RateLimited as exc:
+            await self._rate_limited(row, exc)
+        except PermanentError as exc:
+            await self._permanent(adapter, row, exc)
+        except AuthError as exc:
+            until = self._clock.now() + AUTH_PAUSE
+            self._paused[row.platform] = until
+            logger.error("outbox: %s refused our credentials (%s); pausing it", row.platform, exc)
+            await self._store.mark_retry(row, until, str(exc), count_attempt=False)
+        except TransientError as exc:
+            await self._retry(row, str(exc))
+        except Exception as exc:
+            logger.exception("outbox: unexpected error sending row %d", row.id)
+            await self._retry(row, f"{type(exc).__name__}: {exc}")
+        else:
+            await self._store.mark_sent(row, message_id)
+            logger.debug("outbox: row %d (%s) sent as %s", row.id, row.kind.value, message_id)
+            for observer in self.observers:
+                observer(row, message_id)
+
+    async def _rate_limited(self, row: OutboxRow, exc: RateLimited) -> None:
+        if exc.reset_at is None:
+            await self._retry(row, str(exc))
+            return
+        self._paused[row.platform] = exc.reset_at
+        logger.warning("outbox: %s rate limited until %s", row.platform, exc.reset_at.isoformat())
+        await self._store.mark_retry(row, exc.reset_at, str(exc), count_attempt=False)
+
+    async def _retry(self, row: OutboxRow, error: str) -> None:
+        if row.attempts >= self._settings.max_attempts:
+            logger.error(
+                "outbox: row %d failed after %d attempts: %s", row.id, row.attempts, error
+            )
+            await self._store.mark_failed(row, f"gave up after {row.attempts} attempts: {error}")
+            return
+        delay = jittered(
+            row.attempts, self._settings.backoff_base, self._settings.backoff_max, self._rng
+        )
+        logger.warning(
+            "outbox: row %d attempt %d failed (%s); retrying in %.1fs",
+            row.id,
+            row.attempts,
+            error,
+            delay.total_seconds(),
+        )
+        await self._store.mark_retry(row, self._clock.now() + delay, error)
+
+    async def _permanent(
+        self, adapter: PlatformAdapter, row: OutboxRow, exc: PermanentError
+    ) -> None:
+        if exc.duplicate:  # the platform already has this exact text: find our earlier post
+            found = await self._find(adapter, row)
+            if found is not None:
+                await self._store.mark_sent(row, found, recovered=True)
+                return
+        logger.error("outbox: row %d refused by %s: %s", row.id, row.platform, exc)
+        await self._store.mark_failed(row, str(exc))
+
+    async def _find(self, adapter: PlatformAdapter, row: OutboxRow) -> str | None:
+        try:
+            return await adapter.find_delivery(row.destination, row.text)
+        except AdapterError as exc:
+            logger.warning("outbox: cannot check row %d on %s: %s", row.id, row.platform, exc)
+            return None
+
+    async def _settle_stale(self) -> None:
+        now = self._clock.now()
+        if self._last_settle is not None and now - self._last_settle < self._stale_after / 3:
+            return
+        self._last_settle = now
+        for row in await self._store.stale_sending(now - self._stale_after, self._adapters):
+            try:
+                found = await self._adapters[row.platform].find_delivery(row.destination, row.text)
+            except AdapterError as exc:  # cannot tell yet: resending could double it, so wait
+                logger.warning(
+                    "outbox: cannot check row %d on %s yet: %s", row.id, row.platform, exc
+                )
+                continue
+            if found is not None:
+                logger.info("outbox: row %d was delivered before a restart (%s)", row.id, found)
+                await self._store.mark_sent(row, found, recovered=True)
+            else:
+                logger.info("outbox: row %d was not delivered before a restart; resending", row.id)
+                await self._store.mark_retry(row, now, "interrupted mid-send", count_attempt=False)

@@ -1,0 +1,171 @@
+"""The pipeline: record → screen → classify → handle → commit (DESIGN.md, "The flow").
+
+A mention is stored (and the source's cursor moved) in one transaction before anything else
+happens to it; its ticket, first event and acknowledgement are then written in a second one.
+A crash between the two leaves the mention ``received``; :meth:`Pipeline.recover` finishes it at
+start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from bot.classifier import Classifier
+from bot.domain import Category, Mention, MentionStatus, Platform, Verdict
+from bot.platforms.base import PlatformAdapter
+from bot.policy import EscalationFile
+from bot.store import AckSpec, Applied, CursorUpdate, Decision, Store, StoredMention, ticket_ref
+from bot.templates import TemplatesFile, render_ack
+from handlers import HandlerContext, plan_for
+
+logger = logging.getLogger(__name__)
+
+Observer = Callable[[Sequence[Applied]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Screening:
+    """Who is never answered: configured bots and blocked authors (``[platform:]handle``)."""
+
+    bot_accounts: frozenset[str]
+    blocked_authors: frozenset[str]
+
+    @classmethod
+    def from_lists(cls, bots: Sequence[str], blocked: Sequence[str]) -> Screening:
+        """Normalise handles: lower case, no ``@``."""
+
+        def norm(items: Sequence[str]) -> frozenset[str]:
+            return frozenset(i.strip().lower().replace("@", "") for i in items if i.strip())
+
+        return cls(norm(bots), norm(blocked))
+
+    @staticmethod
+    def _listed(names: frozenset[str], m: Mention) -> bool:
+        handle = m.author_handle.lower().lstrip("@")
+        return handle in names or f"{m.platform.value}:{handle}" in names
+
+    def is_bot(self, m: Mention) -> bool:
+        """Whether the author is a configured bot account."""
+        return self._listed(self.bot_accounts, m)
+
+    def is_blocked(self, m: Mention) -> bool:
+        """Whether the author is blocked."""
+        return self._listed(self.blocked_authors, m)
+
+
+class Pipeline:
+    """Turns stored mentions into decisions and commits them; adapters call :meth:`submit`."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        classifier: Classifier,
+        templates: TemplatesFile,
+        escalation: EscalationFile,
+        adapters: Mapping[Platform, PlatformAdapter],
+        screening: Screening,
+        brand: str,
+        ref_prefix: str,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._classifier = classifier
+        self._templates = templates
+        self._escalation = escalation
+        self._ctx = HandlerContext(escalation=escalation)
+        self._adapters = adapters
+        self._screening = screening
+        self._brand = brand
+        self._ref_prefix = ref_prefix
+        self._on_committed = on_committed
+        self.observers: list[Observer] = []
+
+    async def submit(self, batch: Sequence[Mention], cursor: CursorUpdate | None = None) -> None:
+        """Store ``batch`` with ``cursor`` in one transaction, then decide each new mention."""
+        stored = await self._store.record(batch, cursor)
+        if stored:
+            await self.process(stored)
+
+    async def process(self, stored: Sequence[StoredMention]) -> list[Applied]:
+        """Decide and commit already-stored mentions."""
+        decisions = [self.decide(s) for s in stored]
+        applied = await self._store.apply(decisions, self._ref_prefix)
+        if any(a.ack_text for a in applied):
+            self._on_committed()
+        for observer in self.observers:
+            observer(applied)
+        return applied
+
+    async def recover(self) -> int:
+        """Finish mentions a previous run stored but did not decide; return how many."""
+        total = 0
+        while batch := await self._store.received_backlog():
+            await self.process(batch)
+            total += len(batch)
+        if total:
+            logger.info("recovered %d mention(s) stored by a previous run", total)
+        return total
+
+    def screen(self, m: Mention) -> str | None:
+        """Why ``m`` must not be answered, or None."""
+        adapter = self._adapters.get(m.platform)
+        if adapter is not None and m.author_id in adapter.own_account_ids:
+            return "our own account"
+        if m.author_is_bot:
+            return "author is a bot (flagged by the platform)"
+        if self._screening.is_bot(m):
+            return "author is a configured bot account"
+        if self._screening.is_blocked(m):
+            return "author is blocked"
+        return None
+
+    def classify(self, text: str) -> Verdict:
+        """Classify; a classifier failure sends the mention to a human instead of dropping it."""
+        try:
+            return self._classifier.classify(text)
+        except Exception:
+            logger.exception("classifier failed; treating the mention as a question")
+            return Verdict(Category.QUESTION, 0.0, ("classifier error: needs triage",))
+
+    def decide(self, s: StoredMention) -> Decision:
+        """The pure part: screen, classify, ask the handler, prepare the acknowledgement."""
+        m = s.mention
+        reason = self.screen(m)
+        if reason is not None:
+            return Decision(s, MentionStatus.SCREENED, screen_reason=reason)
+        verdict = self.classify(m.text)
+        plan = plan_for(verdict, m, self._ctx)
+        if not plan.open_ticket:
+            return Decision(s, MentionStatus.IGNORED, verdict=verdict, plan=plan)
+        ack = None
+        adapter = self._adapters.get(m.platform)
+        if plan.ack_template is not None and adapter is not None:
+            ack = AckSpec(
+                render=self._renderer(plan.ack_template, m),
+                destination=adapter.reply_destination(m),
+            )
+        return Decision(
+            s,
+            MentionStatus.TICKETED,
+            verdict=verdict,
+            plan=plan,
+            policy_snapshot=self._escalation.snapshot(plan.policy),
+            ack=ack,
+        )
+
+    def _renderer(self, template: str, m: Mention) -> Callable[[int], str]:
+        def render(ticket_id: int) -> str:
+            return render_ack(
+                self._templates,
+                template,
+                m.platform,
+                handle=m.author_handle,
+                ref=ticket_ref(self._ref_prefix, ticket_id),
+                brand=self._brand,
+                variant_key=m.external_id,
+            )
+
+        return render

@@ -1,0 +1,502 @@
+"""The store: engine set-up and every database operation carebot performs.
+
+SQLite (the embedded default) runs each transaction as ``BEGIN IMMEDIATE`` so read-then-write
+transactions never lose updates; PostgreSQL claims work with ``FOR UPDATE SKIP LOCKED`` so several
+processes can share it. Hot-path writes are SQLAlchemy Core bulk statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import RowMapping, Table, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from bot.clock import Clock
+from bot.domain import (
+    Mention,
+    MentionStatus,
+    OutboxKind,
+    OutboxState,
+    Plan,
+    Platform,
+    TicketState,
+    Verdict,
+)
+from bot.models import cursors, mentions, outbox, ticket_events, tickets
+
+SYSTEM_ACTOR: Final = "carebot"
+SQLITE_PRAGMAS: Final = (
+    "journal_mode=WAL",
+    "busy_timeout=10000",
+    "foreign_keys=ON",
+    "synchronous=NORMAL",
+)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
+    """Create the engine; on SQLite, set the pragmas and ``BEGIN IMMEDIATE`` transactions."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: DBAPIConnection, _rec: ConnectionPoolEntry) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            for pragma in SQLITE_PRAGMAS:
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def ticket_ref(prefix: str, ticket_id: int) -> str:
+    """The reference customers and staff see for a ticket (``CB-42``)."""
+    return f"{prefix}{ticket_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMention:
+    """A mention and its row id."""
+
+    id: int
+    mention: Mention
+
+
+@dataclass(frozen=True, slots=True)
+class CursorUpdate:
+    """Where a source has read up to; written in the same transaction as the mentions."""
+
+    source: str
+    value: str | None
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckSpec:
+    """An acknowledgement to queue: text rendered once the ticket id (its reference) is known."""
+
+    render: Callable[[int], str]
+    destination: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the pipeline decided for one stored mention."""
+
+    stored: StoredMention
+    status: MentionStatus
+    screen_reason: str | None = None
+    verdict: Verdict | None = None
+    plan: Plan | None = None
+    policy_snapshot: dict[str, Any] | None = None
+    ack: AckSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What committing a decision produced."""
+
+    decision: Decision
+    ticket_id: int | None
+    ack_text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed outbox row."""
+
+    id: int
+    ticket_id: int | None
+    kind: OutboxKind
+    platform: Platform
+    destination: dict[str, Any]
+    text: str
+    idempotency_key: str
+    attempts: int
+    claimed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> OutboxRow:
+        """Build from a database row."""
+        return cls(
+            id=row["id"],
+            ticket_id=row["ticket_id"],
+            kind=OutboxKind(row["kind"]),
+            platform=Platform(row["platform"]),
+            destination=dict(row["destination"]),
+            text=row["text"],
+            idempotency_key=row["idempotency_key"],
+            attempts=row["attempts"],
+            claimed_at=row["claimed_at"],
+        )
+
+
+def _mention_from_row(row: RowMapping) -> StoredMention:
+    return StoredMention(
+        id=row["id"],
+        mention=Mention(
+            platform=Platform(row["platform"]),
+            external_id=row["external_id"],
+            author_id=row["author_id"],
+            author_handle=row["author_handle"],
+            text=row["text"],
+            created_at=row["created_at"],
+            thread_id=row["thread_id"],
+            in_reply_to_id=row["in_reply_to_id"],
+            author_is_bot=row["author_is_bot"],
+            url=row["url"],
+        ),
+    )
+
+
+class Store:
+    """Every database operation, each in its own short transaction."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._pg = engine.dialect.name == "postgresql"
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        return postgresql.insert(table) if self._pg else sqlite.insert(table)
+
+    async def ping(self) -> None:
+        """Check that the database answers."""
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    # -- intake ---------------------------------------------------------------------------
+
+    async def record(
+        self, batch: Sequence[Mention], cursor: CursorUpdate | None = None
+    ) -> list[StoredMention]:
+        """Store mentions (idempotent on platform + external id) and move the cursor, atomically.
+
+        Returns only the mentions that were new; duplicates are silently skipped.
+        """
+        now = self.clock.now()
+        unique: dict[tuple[str, str], Mention] = {}
+        for m in batch:
+            unique.setdefault((m.platform.value, m.external_id), m)
+        created: list[StoredMention] = []
+        async with self.engine.begin() as conn:
+            if unique:
+                stmt = (
+                    self._insert(mentions)
+                    .values([self._mention_values(m, now) for m in unique.values()])
+                    .on_conflict_do_nothing(index_elements=["platform", "external_id"])
+                    .returning(mentions.c.id, mentions.c.platform, mentions.c.external_id)
+                )
+                for row in (await conn.execute(stmt)).mappings():
+                    m = unique[(row["platform"], row["external_id"])]
+                    created.append(StoredMention(row["id"], m))
+            if cursor is not None:
+                await self._put_cursor(conn, cursor, now)
+        created.sort(key=lambda s: s.id)
+        return created
+
+    @staticmethod
+    def _mention_values(m: Mention, now: datetime) -> dict[str, Any]:
+        return {
+            "platform": m.platform.value,
+            "external_id": m.external_id,
+            "author_id": m.author_id,
+            "author_handle": m.author_handle,
+            "author_is_bot": m.author_is_bot,
+            "text": m.text,
+            "thread_id": m.thread_id,
+            "in_reply_to_id": m.in_reply_to_id,
+            "url": m.url,
+            "created_at": m.created_at,
+            "received_at": now,
+            "status": MentionStatus.RECEIVED.value,
+        }
+
+    async def _put_cursor(
+        self, conn: AsyncConnection, cursor: CursorUpdate, now: datetime
+    ) -> None:
+        values = {
+            "source": cursor.source,
+            "value": cursor.value,
+            "data": cursor.data,
+            "updated_at": now,
+        }
+        stmt = self._insert(cursors).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["source"],
+            set_={"value": cursor.value, "data": cursor.data, "updated_at": now},
+        )
+        await conn.execute(stmt)
+
+    async def put_cursor(self, cursor: CursorUpdate) -> None:
+        """Write a cursor on its own (when a poll found nothing new to store)."""
+        async with self.engine.begin() as conn:
+            await self._put_cursor(conn, cursor, self.clock.now())
+
+    async def get_cursor(self, source: str) -> CursorUpdate | None:
+        """The stored cursor of ``source``, or None before its first start."""
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(cursors).where(cursors.c.source == source)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return CursorUpdate(row["source"], row["value"], row["data"])
+
+    async def received_backlog(self, limit: int = 500) -> list[StoredMention]:
+        """Mentions stored but not yet decided (left over by a crash)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(mentions)
+                .where(mentions.c.status == MentionStatus.RECEIVED.value)
+                .order_by(mentions.c.id)
+                .limit(limit)
+            )
+            return [_mention_from_row(r) for r in rows.mappings()]
+
+    async def apply(self, decisions: Iterable[Decision], ref_prefix: str) -> list[Applied]:
+        """Commit decisions (mention status, ticket, first event, ack) in one transaction.
+
+        A mention already decided (by another worker or an earlier run) is skipped, so a
+        mention never gets two tickets.
+        """
+        now = self.clock.now()
+        out: list[Applied] = []
+        async with self.engine.begin() as conn:
+            for d in decisions:
+                out.append(await self._apply_one(conn, d, now, ref_prefix))
+        return out
+
+    async def _apply_one(
+        self, conn: AsyncConnection, d: Decision, now: datetime, ref_prefix: str
+    ) -> Applied:
+        m = d.stored.mention
+        verdict = d.verdict
+        claimed = await conn.execute(
+            update(mentions)
+            .where(mentions.c.id == d.stored.id, mentions.c.status == MentionStatus.RECEIVED.value)
+            .values(
+                status=d.status.value,
+                screen_reason=d.screen_reason,
+                category=verdict.category.value if verdict else None,
+                confidence=verdict.confidence if verdict else None,
+                reasons=list(verdict.reasons) if verdict else None,
+            )
+        )
+        if claimed.rowcount != 1 or d.plan is None or not d.plan.open_ticket or verdict is None:
+            return Applied(d, None, None)
+        ticket_id = (
+            await conn.execute(
+                tickets.insert()
+                .values(
+                    mention_id=d.stored.id,
+                    platform=m.platform.value,
+                    customer_id=m.author_id,
+                    customer_handle=m.author_handle,
+                    state=TicketState.OPEN.value,
+                    category=verdict.category.value,
+                    priority=d.plan.priority,
+                    confidence=verdict.confidence,
+                    reasons=list(verdict.reasons),
+                    policy=d.plan.policy,
+                    policy_snapshot=d.policy_snapshot,
+                    escalation_step=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(tickets.c.id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            update(mentions).where(mentions.c.id == d.stored.id).values(ticket_id=ticket_id)
+        )
+        await conn.execute(
+            ticket_events.insert().values(
+                ticket_id=ticket_id,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                kind="opened",
+                from_state=None,
+                to_state=TicketState.OPEN.value,
+                reason=f"{verdict.category.value} ({verdict.confidence:.2f})",
+                data={"mention_id": d.stored.id, "reasons": list(verdict.reasons)},
+            )
+        )
+        ack_text = None
+        if d.ack is not None:
+            ack_text = d.ack.render(ticket_id)
+            await conn.execute(
+                outbox.insert().values(
+                    ticket_id=ticket_id,
+                    kind=OutboxKind.ACK.value,
+                    platform=m.platform.value,
+                    destination=d.ack.destination,
+                    text=ack_text,
+                    idempotency_key=f"ack:{m.platform.value}:{m.external_id}",
+                    state=OutboxState.PENDING.value,
+                    priority=d.plan.priority,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        return Applied(d, ticket_id, ack_text)
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    async def claim_due(
+        self, limit: int, *, exclude: Iterable[Platform] = (), platforms: Iterable[Platform] = ()
+    ) -> list[OutboxRow]:
+        """Claim up to ``limit`` due pending rows (pending → sending), most urgent first."""
+        now = self.clock.now()
+        wanted = [p.value for p in platforms]
+        sel = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.state == OutboxState.PENDING.value,
+                outbox.c.next_attempt_at <= now,
+                outbox.c.platform.in_(wanted),
+            )
+            .order_by(outbox.c.priority, outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        )
+        excluded = [p.value for p in exclude]
+        if excluded:
+            sel = sel.where(outbox.c.platform.not_in(excluded))
+        if self._pg:
+            sel = sel.with_for_update(skip_locked=True)
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(sel)).scalars())
+            if not ids:
+                return []
+            rows = await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.state == OutboxState.PENDING.value)
+                .values(
+                    state=OutboxState.SENDING.value, claimed_at=now, attempts=outbox.c.attempts + 1
+                )
+                .returning(*outbox.c)
+            )
+            claimed = [OutboxRow.from_row(r) for r in rows.mappings()]
+        claimed.sort(key=lambda r: ids.index(r.id))
+        return claimed
+
+    async def next_due_at(self, platforms: Iterable[Platform]) -> datetime | None:
+        """When the next pending row becomes due (None: nothing pending)."""
+        async with self.engine.connect() as conn:
+            due: datetime | None = (
+                await conn.execute(
+                    select(func.min(outbox.c.next_attempt_at)).where(
+                        outbox.c.state == OutboxState.PENDING.value,
+                        outbox.c.platform.in_([p.value for p in platforms]),
+                    )
+                )
+            ).scalar_one_or_none()
+        return due
+
+    async def mark_sent(
+        self, row: OutboxRow, external_id: str, *, recovered: bool = False
+    ) -> None:
+        """Record a delivery; an ack moves its ticket from open to acknowledged."""
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(
+                    state=OutboxState.SENT.value,
+                    sent_at=now,
+                    external_id=external_id,
+                    last_error=None,
+                )
+            )
+            if row.kind is OutboxKind.ACK and row.ticket_id is not None:
+                moved = await conn.execute(
+                    update(tickets)
+                    .where(
+                        tickets.c.id == row.ticket_id, tickets.c.state == TicketState.OPEN.value
+                    )
+                    .values(
+                        state=TicketState.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now
+                    )
+                )
+                if moved.rowcount == 1:
+                    await conn.execute(
+                        ticket_events.insert().values(
+                            ticket_id=row.ticket_id,
+                            at=now,
+                            actor=SYSTEM_ACTOR,
+                            kind="acknowledged",
+                            from_state=TicketState.OPEN.value,
+                            to_state=TicketState.ACKNOWLEDGED.value,
+                            reason="acknowledgement delivered"
+                            + (" (confirmed after restart)" if recovered else ""),
+                            data={"outbox_id": row.id, "message_id": external_id},
+                        )
+                    )
+
+    async def mark_retry(
+        self, row: OutboxRow, next_attempt_at: datetime, error: str, *, count_attempt: bool = True
+    ) -> None:
+        """Put a row back to pending for a later attempt."""
+        values: dict[str, Any] = {
+            "state": OutboxState.PENDING.value,
+            "next_attempt_at": next_attempt_at,
+            "last_error": error[:2000],
+            "claimed_at": None,
+        }
+        if not count_attempt:
+            values["attempts"] = outbox.c.attempts - 1
+        async with self.engine.begin() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+
+    async def mark_failed(self, row: OutboxRow, error: str) -> None:
+        """Give up on a row, and say so on its ticket."""
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(state=OutboxState.FAILED.value, last_error=error[:2000], claimed_at=None)
+            )
+            if row.ticket_id is not None:
+                await conn.execute(
+                    ticket_events.insert().values(
+                        ticket_id=row.ticket_id,
+                        at=now,
+                        actor=SYSTEM_ACTOR,
+                        kind=f"{row.kind.value}_failed",
+                        reason=error[:2000],
+                        data={"outbox_id": row.id, "attempts": row.attempts},
+                    )
+                )
+
+    async def stale_sending(
+        self, older_than: datetime, platforms: Iterable[Platform]
+    ) -> list[OutboxRow]:
+        """Rows left in ``sending`` (their sender died mid-delivery)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox).where(
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at <= older_than,
+                    outbox.c.platform.in_([p.value for p in platforms]),
+                )
+            )
+            return [OutboxRow.from_row(r) for r in rows.mappings()]

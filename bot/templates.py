@@ -1,0 +1,113 @@
+"""Acknowledgement templates (``config/templates.yaml``): validation and rendering."""
+
+from __future__ import annotations
+
+import string
+import zlib
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from bot.domain import Platform
+from bot.textlimits import X_MAX_WEIGHTED, contains_url, x_weighted_length
+
+PLACEHOLDERS: Final = frozenset({"handle", "ref", "brand"})
+DEFAULT_KEY: Final = "default"
+# Worst cases used to prove at load time that every rendering fits the platform's limit.
+_WORST: Final = {"handle": "@" + "W" * 15, "ref": "CB-99999999", "brand": ""}
+MAX_ACK_WEIGHTED: Final = X_MAX_WEIGHTED - 60
+
+
+def _fields(text: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
+    except ValueError as exc:  # unbalanced braces
+        raise ValueError(f"bad placeholder syntax in {text!r}: {exc}") from exc
+
+
+def _check_text(text: str) -> str:
+    """One acknowledgement text: known placeholders, carries {ref}, link-free, fits X."""
+    if not text.strip():
+        raise ValueError("empty text")
+    names = _fields(text)
+    unknown = sorted(set(names) - PLACEHOLDERS)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}} in {text!r} "
+            f"(known: {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))})"
+        )
+    if "ref" not in names:
+        raise ValueError(
+            f"{text!r} lacks {{ref}}: every acknowledgement carries the ticket reference, "
+            "which keeps it unique (X refuses duplicate posts)"
+        )
+    if contains_url(text):
+        raise ValueError(f"{text!r} contains a link; acknowledgements are link-free")
+    worst = x_weighted_length(text.format(**_WORST))
+    if worst > MAX_ACK_WEIGHTED:
+        raise ValueError(
+            f"{text!r} can reach {worst} characters as X counts them; keep acknowledgements "
+            f"under {MAX_ACK_WEIGHTED} (X allows {X_MAX_WEIGHTED}, and the brand name needs room)"
+        )
+    return text
+
+
+AckText = Annotated[str, AfterValidator(_check_text)]
+
+
+class TemplatesFile(BaseModel):
+    """``templates.yaml``: for each template set, texts per platform (``default`` for any)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    acks: dict[str, dict[str, Annotated[list[AckText], Field(min_length=1)]]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("acks")
+    @classmethod
+    def _check_platforms(
+        cls, acks: dict[str, dict[str, list[str]]]
+    ) -> dict[str, dict[str, list[str]]]:
+        allowed = {DEFAULT_KEY, *(p.value for p in Platform)}
+        for set_name, per_platform in acks.items():
+            if not per_platform:
+                raise ValueError(f"template set {set_name!r} has no texts")
+            for key in per_platform:
+                if key not in allowed:
+                    raise ValueError(
+                        f"acks.{set_name}.{key}: unknown platform (use one of {sorted(allowed)})"
+                    )
+        return acks
+
+    def texts_for(self, set_name: str, platform: Platform) -> list[str]:
+        """The texts of ``set_name`` for ``platform`` (falling back to ``default``).
+
+        Raises:
+            KeyError: the set, or both its platform and default lists, are missing.
+        """
+        per_platform = self.acks[set_name]
+        texts = per_platform.get(platform.value) or per_platform.get(DEFAULT_KEY)
+        if not texts:
+            raise KeyError(f"template set {set_name!r} has no text for {platform.value}")
+        return texts
+
+
+def render_ack(
+    templates: TemplatesFile,
+    set_name: str,
+    platform: Platform,
+    *,
+    handle: str,
+    ref: str,
+    brand: str,
+    variant_key: str,
+) -> str:
+    """Render one acknowledgement.
+
+    The variant is picked by a stable hash of ``variant_key`` (the mention's id), so customers
+    in a storm do not all receive the same sentence, and a re-render gives the same text.
+    """
+    texts = templates.texts_for(set_name, platform)
+    text = texts[zlib.crc32(variant_key.encode()) % len(texts)]
+    return text.format(handle=f"@{handle}" if handle else "", ref=ref, brand=brand).strip()

@@ -1,0 +1,1 @@
+"""Alembic migrations for carebot's schema (run by ``carebot migrate`` and at start-up)."""
