@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
-from bot.backoff import jittered
+from bot.backoff import Backoff, jittered
 from bot.clock import Clock
 from bot.config import OutboxConfig
 from bot.domain import Platform
@@ -74,8 +74,18 @@ class OutboxSender:
 
     async def run(self) -> None:
         """Deliver until stopped; with :meth:`stop`, first drain what is due."""
+        failures = Backoff(timedelta(seconds=1), timedelta(minutes=1), self._rng)
         while True:
-            sent = await self.run_once()
+            try:
+                sent = await self.run_once()
+            except Exception:  # e.g. the database is away: delivery must go on
+                wait = failures.failed()
+                logger.exception("outbox: round failed; retrying in %.1fs", wait.total_seconds())
+                if self._draining:
+                    return
+                await asyncio.sleep(wait.total_seconds())
+                continue
+            failures.succeeded()
             if sent:
                 continue
             if self._draining:

@@ -7,12 +7,14 @@ processes can share it. Hot-path writes are SQLAlchemy Core bulk statements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import RowMapping, Table, event, func, select, update
+from sqlalchemy import RowMapping, Table, bindparam, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -32,6 +34,8 @@ from bot.domain import (
 from bot.models import cursors, mentions, outbox, ticket_events, tickets
 
 SYSTEM_ACTOR: Final = "carebot"
+READ_ONLY: Final = "carebot_read_only"
+APPLY_CHUNK: Final = 200  # decisions per write transaction: keeps the SQLite write lock short
 SQLITE_PRAGMAS: Final = (
     "journal_mode=WAL",
     "busy_timeout=10000",
@@ -55,7 +59,10 @@ def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the lock up front (no lost updates, no deadlocked upgrades);
+            # readers stay deferred, so under WAL they never wait for a writer.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(
@@ -170,13 +177,34 @@ class Store:
         self.engine = engine
         self.clock = clock
         self._pg = engine.dialect.name == "postgresql"
+        self._reader = engine.execution_options(**{READ_ONLY: True})
+        self._write_lock = None if self._pg else asyncio.Lock()
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction. On SQLite, writers of this process queue up fairly here.
+
+        SQLite has one writer at a time; left to its busy handler, a writer that commits in a
+        loop (a big batch in chunks) can starve the others past the busy timeout. An asyncio
+        lock is first-come first-served, so every writer gets its turn between chunks.
+        """
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for reads only (a deferred transaction on SQLite)."""
+        return self._reader.connect()
+
     async def ping(self) -> None:
         """Check that the database answers."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             await conn.execute(select(1))
 
     # -- intake ---------------------------------------------------------------------------
@@ -193,7 +221,7 @@ class Store:
         for m in batch:
             unique.setdefault((m.platform.value, m.external_id), m)
         created: list[StoredMention] = []
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             if unique:
                 stmt = (
                     self._insert(mentions)
@@ -244,12 +272,12 @@ class Store:
 
     async def put_cursor(self, cursor: CursorUpdate) -> None:
         """Write a cursor on its own (when a poll found nothing new to store)."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await self._put_cursor(conn, cursor, self.clock.now())
 
     async def get_cursor(self, source: str) -> CursorUpdate | None:
         """The stored cursor of ``source``, or None before its first start."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             row = (
                 (await conn.execute(select(cursors).where(cursors.c.source == source)))
                 .mappings()
@@ -261,7 +289,7 @@ class Store:
 
     async def received_backlog(self, limit: int = 500) -> list[StoredMention]:
         """Mentions stored but not yet decided (left over by a crash)."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             rows = await conn.execute(
                 select(mentions)
                 .where(mentions.c.status == MentionStatus.RECEIVED.value)
@@ -271,92 +299,150 @@ class Store:
             return [_mention_from_row(r) for r in rows.mappings()]
 
     async def apply(self, decisions: Iterable[Decision], ref_prefix: str) -> list[Applied]:
-        """Commit decisions (mention status, ticket, first event, ack) in one transaction.
+        """Commit decisions: mention status, ticket, first event and ack, atomically per chunk.
 
         A mention already decided (by another worker or an earlier run) is skipped, so a
-        mention never gets two tickets.
+        mention never gets two tickets. Each chunk is a handful of bulk statements.
         """
+        del ref_prefix  # the reference is rendered by each AckSpec
         now = self.clock.now()
         out: list[Applied] = []
-        async with self.engine.begin() as conn:
-            for d in decisions:
-                out.append(await self._apply_one(conn, d, now, ref_prefix))
+        pending = list(decisions)
+        for start in range(0, len(pending), APPLY_CHUNK):
+            async with self._write() as conn:
+                out += await self._apply_chunk(conn, pending[start : start + APPLY_CHUNK], now)
         return out
 
-    async def _apply_one(
-        self, conn: AsyncConnection, d: Decision, now: datetime, ref_prefix: str
-    ) -> Applied:
-        m = d.stored.mention
-        verdict = d.verdict
-        claimed = await conn.execute(
-            update(mentions)
-            .where(mentions.c.id == d.stored.id, mentions.c.status == MentionStatus.RECEIVED.value)
-            .values(
-                status=d.status.value,
-                screen_reason=d.screen_reason,
-                category=verdict.category.value if verdict else None,
-                confidence=verdict.confidence if verdict else None,
-                reasons=list(verdict.reasons) if verdict else None,
-            )
+    async def _apply_chunk(
+        self, conn: AsyncConnection, chunk: list[Decision], now: datetime
+    ) -> list[Applied]:
+        ids = [d.stored.id for d in chunk]
+        undecided = select(mentions.c.id).where(
+            mentions.c.id.in_(ids), mentions.c.status == MentionStatus.RECEIVED.value
         )
-        if claimed.rowcount != 1 or d.plan is None or not d.plan.open_ticket or verdict is None:
-            return Applied(d, None, None)
-        ticket_id = (
+        if self._pg:
+            undecided = undecided.with_for_update(skip_locked=True)
+        open_ids = set((await conn.execute(undecided)).scalars())
+        mine = [d for d in chunk if d.stored.id in open_ids]
+        ticketed = [
+            d for d in mine if d.plan is not None and d.plan.open_ticket and d.verdict is not None
+        ]
+        ticket_ids: dict[int, int] = {}
+        if ticketed:
+            rows = await conn.execute(
+                tickets.insert().returning(tickets.c.id, sort_by_parameter_order=True),
+                [self._ticket_values(d, now) for d in ticketed],
+            )
+            ticket_ids = {
+                d.stored.id: tid for d, tid in zip(ticketed, rows.scalars(), strict=True)
+            }
+        if mine:
             await conn.execute(
-                tickets.insert()
+                update(mentions)
+                .where(mentions.c.id == bindparam("m_id"))
                 .values(
-                    mention_id=d.stored.id,
-                    platform=m.platform.value,
-                    customer_id=m.author_id,
-                    customer_handle=m.author_handle,
-                    state=TicketState.OPEN.value,
-                    category=verdict.category.value,
-                    priority=d.plan.priority,
-                    confidence=verdict.confidence,
-                    reasons=list(verdict.reasons),
-                    policy=d.plan.policy,
-                    policy_snapshot=d.policy_snapshot,
-                    escalation_step=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(tickets.c.id)
+                    status=bindparam("m_status"),
+                    screen_reason=bindparam("m_reason"),
+                    category=bindparam("m_category"),
+                    confidence=bindparam("m_confidence"),
+                    reasons=bindparam("m_reasons"),
+                    ticket_id=bindparam("m_ticket"),
+                ),
+                [self._mention_decision(d, ticket_ids.get(d.stored.id)) for d in mine],
             )
-        ).scalar_one()
-        await conn.execute(
-            update(mentions).where(mentions.c.id == d.stored.id).values(ticket_id=ticket_id)
-        )
-        await conn.execute(
-            ticket_events.insert().values(
-                ticket_id=ticket_id,
-                at=now,
-                actor=SYSTEM_ACTOR,
-                kind="opened",
-                from_state=None,
-                to_state=TicketState.OPEN.value,
-                reason=f"{verdict.category.value} ({verdict.confidence:.2f})",
-                data={"mention_id": d.stored.id, "reasons": list(verdict.reasons)},
-            )
-        )
-        ack_text = None
-        if d.ack is not None:
-            ack_text = d.ack.render(ticket_id)
+        acks: dict[int, str] = {}
+        if ticketed:
             await conn.execute(
-                outbox.insert().values(
-                    ticket_id=ticket_id,
-                    kind=OutboxKind.ACK.value,
-                    platform=m.platform.value,
-                    destination=d.ack.destination,
-                    text=ack_text,
-                    idempotency_key=f"ack:{m.platform.value}:{m.external_id}",
-                    state=OutboxState.PENDING.value,
-                    priority=d.plan.priority,
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
+                ticket_events.insert(),
+                [self._opened_event(d, ticket_ids[d.stored.id], now) for d in ticketed],
             )
-        return Applied(d, ticket_id, ack_text)
+            rows_out = []
+            for d in ticketed:
+                if d.ack is None:
+                    continue
+                tid = ticket_ids[d.stored.id]
+                acks[d.stored.id] = d.ack.render(tid)
+                rows_out.append(self._ack_row(d, tid, acks[d.stored.id], now))
+            if rows_out:
+                await conn.execute(outbox.insert(), rows_out)
+        return [
+            Applied(d, ticket_ids.get(d.stored.id), acks.get(d.stored.id))
+            for d in chunk
+            if d.stored.id in open_ids
+        ]
+
+    @staticmethod
+    def _ticket_values(d: Decision, now: datetime) -> dict[str, Any]:
+        m, verdict, plan = d.stored.mention, d.verdict, d.plan
+        assert verdict is not None  # noqa: S101 — filtered by the caller
+        assert plan is not None  # noqa: S101
+        return {
+            "mention_id": d.stored.id,
+            "platform": m.platform.value,
+            "customer_id": m.author_id,
+            "customer_handle": m.author_handle,
+            "state": TicketState.OPEN.value,
+            "category": verdict.category.value,
+            "priority": plan.priority,
+            "confidence": verdict.confidence,
+            "reasons": list(verdict.reasons),
+            "policy": plan.policy,
+            "policy_snapshot": d.policy_snapshot,
+            "escalation_step": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    @staticmethod
+    def _mention_decision(d: Decision, ticket_id: int | None) -> dict[str, Any]:
+        v = d.verdict
+        return {
+            "m_id": d.stored.id,
+            "m_status": d.status.value,
+            "m_reason": d.screen_reason,
+            "m_category": v.category.value if v else None,
+            "m_confidence": v.confidence if v else None,
+            "m_reasons": list(v.reasons) if v else None,
+            "m_ticket": ticket_id,
+        }
+
+    @staticmethod
+    def _opened_event(d: Decision, ticket_id: int, now: datetime) -> dict[str, Any]:
+        v = d.verdict
+        assert v is not None  # noqa: S101 — filtered by the caller
+        return {
+            "ticket_id": ticket_id,
+            "at": now,
+            "actor": SYSTEM_ACTOR,
+            "kind": "opened",
+            "from_state": None,
+            "to_state": TicketState.OPEN.value,
+            "reason": f"{v.category.value} ({v.confidence:.2f})",
+            "data": {"mention_id": d.stored.id, "reasons": list(v.reasons)},
+        }
+
+    @staticmethod
+    def _ack_row(d: Decision, ticket_id: int, text: str, now: datetime) -> dict[str, Any]:
+        m, plan, ack = d.stored.mention, d.plan, d.ack
+        assert plan is not None  # noqa: S101 — filtered by the caller
+        assert ack is not None  # noqa: S101
+        return {
+            "ticket_id": ticket_id,
+            "kind": OutboxKind.ACK.value,
+            "platform": m.platform.value,
+            "destination": ack.destination,
+            "text": text,
+            "idempotency_key": f"ack:{m.platform.value}:{m.external_id}",
+            "state": OutboxState.PENDING.value,
+            "priority": plan.priority,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_at": None,
+            "sent_at": None,
+            "external_id": None,
+            "last_error": None,
+            "created_at": now,
+        }
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -381,7 +467,7 @@ class Store:
             sel = sel.where(outbox.c.platform.not_in(excluded))
         if self._pg:
             sel = sel.with_for_update(skip_locked=True)
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             ids = list((await conn.execute(sel)).scalars())
             if not ids:
                 return []
@@ -399,7 +485,7 @@ class Store:
 
     async def next_due_at(self, platforms: Iterable[Platform]) -> datetime | None:
         """When the next pending row becomes due (None: nothing pending)."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             due: datetime | None = (
                 await conn.execute(
                     select(func.min(outbox.c.next_attempt_at)).where(
@@ -415,7 +501,7 @@ class Store:
     ) -> None:
         """Record a delivery; an ack moves its ticket from open to acknowledged."""
         now = self.clock.now()
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == row.id)
@@ -463,13 +549,13 @@ class Store:
         }
         if not count_attempt:
             values["attempts"] = outbox.c.attempts - 1
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
 
     async def mark_failed(self, row: OutboxRow, error: str) -> None:
         """Give up on a row, and say so on its ticket."""
         now = self.clock.now()
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == row.id)
@@ -491,7 +577,7 @@ class Store:
         self, older_than: datetime, platforms: Iterable[Platform]
     ) -> list[OutboxRow]:
         """Rows left in ``sending`` (their sender died mid-delivery)."""
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             rows = await conn.execute(
                 select(outbox).where(
                     outbox.c.state == OutboxState.SENDING.value,

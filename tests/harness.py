@@ -15,7 +15,7 @@ from bot.app import Running, run
 from bot.config import Config, load_config
 from bot.models import cursors, mentions, outbox, ticket_events, tickets
 from bot.sandbox.x_fake import FakeX
-from bot.store import Store, make_engine
+from bot.store import READ_ONLY, Store, make_engine
 from tests.conftest import ConfigDir
 
 FAST = {
@@ -71,7 +71,7 @@ class Service:
         """Read rows with an engine of our own (the service may be stopped)."""
         engine = make_engine(self.db_url)
         try:
-            async with engine.connect() as conn:
+            async with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
                 first = next(iter(table.c))
                 result = await conn.execute(select(table).where(*where).order_by(first))
                 return list(result.mappings())

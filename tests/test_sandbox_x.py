@@ -315,6 +315,7 @@ async def test_create_tweet_in_reply_is_recorded(
             "created_at": datetime.fromtimestamp(math.floor(T0) + 30, UTC).strftime(
                 "%Y-%m-%dT%H:%M:%S.000Z"
             ),
+            "at": T0 + 30,
             "auth": "oauth1",
         }
     ]

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 TWEEPY_HOST: Final = "api.twitter.com"
 SOURCE: Final = "x:mentions"
-MAX_PAGES: Final = 8  # X serves at most the 800 most recent mentions
+MAX_PAGES: Final = 10_000  # a guard against a server that never stops paging, not a quota
 TWEET_FIELDS: Final = ["author_id", "created_at", "conversation_id", "referenced_tweets"]
 T = TypeVar("T")
 
@@ -209,6 +209,14 @@ class XAdapter(PlatformAdapter):
                 logger.warning("X mentions: %s; retrying in %.1fs", exc, wait.total_seconds())
                 await self._sleep(wait)
                 continue
+            except Exception as exc:  # e.g. the database is away: intake must stay alive
+                wait = backoff.failed()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception(
+                    "X mentions: poll failed; retrying in %.1fs", wait.total_seconds()
+                )
+                await self._sleep(wait)
+                continue
             backoff.succeeded()
             self.last_error = None
             await self._sleep(self._settings.poll_interval)
@@ -274,6 +282,10 @@ class XAdapter(PlatformAdapter):
             token = (resp.meta or {}).get("next_token")
             if not token:
                 break
+        else:
+            logger.error(
+                "X mentions: still paging after %d pages; storing what we have", MAX_PAGES
+            )
         ordered = sorted(tweets.values(), key=lambda m: int(m.external_id))
         return ordered, newest
 

@@ -778,6 +778,7 @@ class FakeX:
                 "text": text,
                 "in_reply_to_tweet_id": None if parent is None else str(parent.id),
                 "created_at": _rfc3339(tweet.created_at),
+                "at": tweet.created_at,
                 "auth": auth,
             }
         )
