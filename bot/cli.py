@@ -1,4 +1,4 @@
-"""The ``carebot`` command line: run, migrate, check-config."""
+"""The ``carebot`` command line: run, migrate, check-config, classify."""
 
 from __future__ import annotations
 
@@ -42,7 +42,26 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-config", parents=[common], help="validate the config files and environment"
     )
+    classify = sub.add_parser(
+        "classify", parents=[common], help="classify a text with the configured rules"
+    )
+    classify.add_argument("text", help="the mention's text")
+    classify.add_argument(
+        "--explain", action="store_true", help="show every category's score and each reason"
+    )
     return parser
+
+
+def _classify(config: Config, text: str, explain: bool) -> None:
+    from bot.classifier import RulesClassifier  # noqa: PLC0415
+
+    verdict = RulesClassifier(config.rules).classify(text)
+    sys.stdout.write(f"{verdict.category.value} (confidence {verdict.confidence:.2f})\n")
+    if explain:
+        scores = ", ".join(f"{k} {v:+.2f}" for k, v in verdict.scores.items())
+        sys.stdout.write(f"scores: {scores} (min_score {config.rules.min_score})\n")
+        for reason in verdict.reasons:
+            sys.stdout.write(f"  {reason}\n")
 
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | None:
@@ -91,6 +110,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(f"configuration OK: {config.directory}\n")
+        return EXIT_OK
+    if args.command == "classify":
+        _classify(config, args.text, args.explain)
         return EXIT_OK
     from bot.logs import configure  # noqa: PLC0415
 

@@ -1,0 +1,68 @@
+"""The repository's promises: README commands, CI, Dockerfile, CLI basics."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from bot.cli import main
+from tests.conftest import REPO, ConfigDir
+
+
+def _readme_block(marker: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {marker} -->\s*```\n(.+?)\n```\s*<!-- /{marker} -->", text, re.S)
+    assert match, f"README.md has no {marker} block"
+    return match.group(1).strip()
+
+
+def test_ci_runs_the_readme_test_command_after_a_fresh_install() -> None:
+    command = _readme_block("test-command")
+    assert "pip install -e '.[dev]'" in command
+    assert command.endswith("pytest -q")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "test-command" in ci  # it reads the command from the README, not a copy
+    assert "rm -rf .venv" in ci
+    for gate in ("ruff check .", "ruff format --check .", "mypy"):
+        assert gate in ci
+
+
+def test_dockerfile_is_slim_non_root_exec_form_and_installs_like_the_readme() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert re.fullmatch(r"FROM python:3\.1[1-9]-slim", lines[0])
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    cmds = [line for line in lines if line.startswith("CMD ")]
+    assert cmds == ['CMD ["carebot", "run"]']  # exec form: Python is PID 1 and gets SIGTERM
+    installs = [line for line in lines if line.startswith("RUN pip install")]
+    assert installs
+    assert shlex.split(installs[0])[-1] == "."  # the same package the README installs
+    readme_run = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && carebot run"
+    assert readme_run in (REPO / "README.md").read_text(encoding="utf-8")
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert {"bot", "handlers", "migrations", "config"} <= copied
+
+
+def test_classify_explains_which_rules_fired(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "classify",
+            "--config",
+            str(config_copy.path),
+            "--explain",
+            "still waiting for my refund",
+        ],
+        environ={},
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("complaint (confidence ")
+    assert "rule 'money-trouble': 'refund' → complaint" in out
