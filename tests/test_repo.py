@@ -37,7 +37,8 @@ def test_dockerfile_is_slim_non_root_exec_form_and_installs_like_the_readme() ->
     ]
     assert re.fullmatch(r"FROM python:3\.1[1-9]-slim", lines[0])
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert users and users[-1] not in ("root", "0")
+    assert users
+    assert users[-1] not in ("root", "0")
     cmds = [line for line in lines if line.startswith("CMD ")]
     assert cmds == ['CMD ["carebot", "run"]']  # exec form: Python is PID 1 and gets SIGTERM
     installs = [line for line in lines if line.startswith("RUN pip install")]
