@@ -13,9 +13,11 @@ import logging
 import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 import aiohttp
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
 from bot.classifier import RulesClassifier
@@ -23,14 +25,18 @@ from bot.clock import Clock, SystemClock
 from bot.config import Config, XCredentials
 from bot.domain import Platform
 from bot.errors import StartupError
+from bot.escalation import EscalationSweep
 from bot.live import LiveView
 from bot.migrate import upgrade
 from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening
 from bot.platforms.base import PlatformAdapter
+from bot.platforms.telegram_staff import TelegramStaffChat
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
+from bot.sandbox.telegram_fake import FakeTelegram
 from bot.sandbox.traffic import DEFAULT_BOT_AUTHORS, TrafficGenerator, run_traffic
 from bot.sandbox.x_fake import FakeX
+from bot.staff import StaffDesk
 from bot.store import Store, make_engine
 from bot.tasks import TaskSupervisor
 
@@ -48,6 +54,9 @@ class Running:
     sender: OutboxSender | None = None
     adapters: dict[Platform, PlatformAdapter] = field(default_factory=dict)
     fake_x: FakeX | None = None
+    fake_telegram: FakeTelegram | None = None
+    desk: StaffDesk | None = None
+    sweep: EscalationSweep | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -59,11 +68,14 @@ async def run(
     clock: Clock | None = None,
     running: Running | None = None,
     fake_x: FakeX | None = None,
+    fake_telegram: FakeTelegram | None = None,
+    sweep_jobs: bool = True,
 ) -> None:
     """Run carebot until ``stop`` is set.
 
-    ``fake_x``: tests may pass a sandbox server they control; otherwise the sandbox (when
-    enabled) starts its own.
+    ``fake_x`` / ``fake_telegram``: tests may pass sandbox servers they control; otherwise the
+    sandbox (when enabled) starts its own. ``sweep_jobs=False`` leaves the escalation sweep
+    to the caller (tests drive it with an injected clock).
 
     Raises:
         StartupError: a platform refused to start (bad credentials, unreachable).
@@ -95,6 +107,7 @@ async def run(
         stack.push_async_callback(supervisor.close)
 
         adapters = running.adapters = _adapters(config, session, store, clock, x_creds)
+        desk = await _staff_chat(config, stack, store, clock, adapters, running, fake_telegram)
         for adapter in adapters.values():
             await adapter.open()
             stack.push_async_callback(adapter.close)
@@ -102,6 +115,8 @@ async def run(
         sender = running.sender = OutboxSender(
             store=store, adapters=adapters, settings=cb.outbox, clock=clock
         )
+        if desk is not None:
+            desk.on_queued = sender.wake
         pipeline = running.pipeline = _pipeline(config, store, adapters, sender)
         if out is not None and cb.sandbox.live_log:
             view = LiveView(out, clock, cb.tickets.ref_prefix)
@@ -114,6 +129,15 @@ async def run(
         for adapter in adapters.values():
             await adapter.start(pipeline, supervisor)
             stack.push_async_callback(adapter.stop)
+        if desk is not None:
+            sweep = running.sweep = EscalationSweep(
+                store=store,
+                staff=cb.staff,
+                ref_prefix=cb.tickets.ref_prefix,
+                on_queued=sender.wake,
+            )
+            if sweep_jobs:
+                _schedule_sweep(sweep, cb.staff.sweep_interval, stack)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_traffic(config, fake_x, supervisor, stack)
 
@@ -134,6 +158,69 @@ async def _start_fake(stack: AsyncExitStack, given: FakeX | None, out: TextIO | 
             f"carebot sandbox: fake X API at {fake.base_url} "
             f"(inject mentions: POST {fake.base_url}/_sandbox/mentions)\n"
         )
+    return fake
+
+
+async def _staff_chat(  # noqa: PLR0917 — the composition root passes its parts
+    config: Config,
+    stack: AsyncExitStack,
+    store: Store,
+    clock: Clock,
+    adapters: dict[Platform, PlatformAdapter],
+    running: Running,
+    fake_telegram: FakeTelegram | None,
+) -> StaffDesk | None:
+    """Set up the staff desk and its Telegram chat (added to ``adapters``), when enabled."""
+    cb = config.carebot
+    if not cb.staff.enabled or (not cb.sandbox.enabled and config.telegram_staff_token is None):
+        return None
+    desk = running.desk = StaffDesk(
+        store=store,
+        staff=cb.staff,
+        escalation=config.escalation,
+        adapters=adapters,
+        ref_prefix=cb.tickets.ref_prefix,
+    )
+    root, token = cb.staff.telegram_api_base_url, config.telegram_staff_token
+    if cb.sandbox.enabled:
+        fake_telegram = await _start_fake_telegram(stack, fake_telegram)
+        running.fake_telegram = fake_telegram
+        root, token = fake_telegram.root_url, SecretStr(fake_telegram.token)
+    assert token is not None  # noqa: S101 — config requires it outside the sandbox
+    adapters[Platform.STAFF] = TelegramStaffChat(
+        token=token.get_secret_value(),
+        api_root=root,
+        desk=desk,
+        store=store,
+        clock=clock,
+        ref_prefix=cb.tickets.ref_prefix,
+    )
+    return desk
+
+
+def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitStack) -> None:
+    """An APScheduler 3 interval job (coalesced, one at a time); the database holds the timers."""
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        sweep.run_once,
+        "interval",
+        seconds=every.total_seconds(),
+        id="escalation-sweep",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=60,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    stack.callback(scheduler.shutdown, wait=False)
+
+
+async def _start_fake_telegram(stack: AsyncExitStack, given: FakeTelegram | None) -> FakeTelegram:
+    if given is not None:
+        return given
+    fake = FakeTelegram()
+    await fake.start()
+    stack.push_async_callback(fake.stop)
     return fake
 
 

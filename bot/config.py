@@ -27,6 +27,7 @@ from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
 DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
+STAFF_TOKEN_ENV: Final = "CAREBOT_TELEGRAM_STAFF_TOKEN"  # noqa: S105 — a variable's name
 DEFAULT_DATABASE_URL: Final = "sqlite+aiosqlite:///carebot.db"
 FILES: Final = ("carebot.yaml", "rules.yaml", "templates.yaml", "escalation.yaml")
 ACKED_CATEGORIES: Final = (Category.COMPLAINT, Category.QUESTION, Category.PRAISE)
@@ -152,7 +153,11 @@ class StaffMember(_Model):
 class StaffConfig(_Model):
     """Staff chat; the bot token comes from CAREBOT_TELEGRAM_STAFF_TOKEN."""
 
-    telegram_api_base_url: str = "https://api.telegram.org"
+    enabled: bool = True
+    telegram_api_base_url: str = Field(
+        default="https://api.telegram.org", pattern=r"^https?://\S+$"
+    )
+    sweep_interval: Duration = timedelta(seconds=5)
     groups: list[StaffGroup] = Field(default_factory=list)
     members: list[StaffMember] = Field(default_factory=list)
 
@@ -199,6 +204,7 @@ class Config:
     escalation: EscalationFile
     database_url: SecretStr
     x_credentials: XCredentials | None
+    telegram_staff_token: SecretStr | None = None
 
 
 def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -337,6 +343,24 @@ def _cross_checks(
                     add("escalation.yaml", (*here, "mention"), f"no staff member named {who!r}")
 
 
+def _staff_token(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> SecretStr | None:
+    token = environ.get(STAFF_TOKEN_ENV)
+    if token:
+        return SecretStr(token)
+    if carebot.staff.enabled and not carebot.sandbox.enabled:
+        problems.append(
+            Problem(
+                "environment",
+                None,
+                STAFF_TOKEN_ENV,
+                "the staff chat is enabled (staff.enabled) but this is unset",
+            )
+        )
+    return None
+
+
 def _secrets(
     carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
 ) -> tuple[SecretStr, XCredentials | None]:
@@ -378,6 +402,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
     carebot, rules, templates, escalation = (models.get(name) for name in FILES)
     _cross_checks(models, located, directory, problems)
     db_url, x_creds = _secrets(carebot, environ, problems) if carebot else (SecretStr(""), None)
+    staff_token = _staff_token(carebot, environ, problems) if carebot else None
     if problems or carebot is None or rules is None or templates is None or escalation is None:
         raise ConfigError(problems)
     return Config(
@@ -388,4 +413,5 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
         escalation=escalation,
         database_url=db_url,
         x_credentials=x_creds,
+        telegram_staff_token=staff_token,
     )

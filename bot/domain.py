@@ -14,6 +14,7 @@ class Platform(enum.StrEnum):
     TELEGRAM = "telegram"
     MASTODON = "mastodon"
     WEBHOOK = "webhook"
+    STAFF = "staff"  # not a customer platform: the staff chat, as an outbox destination
 
 
 class Category(enum.StrEnum):

@@ -102,8 +102,14 @@ tickets = Table(
     Column("policy", String(64)),
     Column("policy_snapshot", JSON),
     Column("next_escalation_at", UTCDateTime),
-    Column("escalation_step", Integer, nullable=False, default=0),
+    Column("escalation_step", Integer, nullable=False, default=0),  # ladder rung reached
+    Column("notices_sent", Integer, nullable=False, default=0, server_default="0"),
     Column("claimed_by", String(100)),
+    Column("claimed_at", UTCDateTime),
+    Column("snoozed_until", UTCDateTime),
+    Column("ladder_started_at", UTCDateTime),
+    Column("last_notice_at", UTCDateTime),
+    Column("last_staff_reply_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("acknowledged_at", UTCDateTime),
@@ -149,6 +155,19 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("idempotency_key"),
     Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+)
+
+staff_cards = Table(
+    "staff_cards",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ticket_id", Id, ForeignKey("tickets.id", ondelete="CASCADE"), nullable=False),
+    Column("chat_id", BigInteger, nullable=False),
+    Column("message_id", BigInteger),  # set when the card's first post is delivered
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("ticket_id", "chat_id"),
+    Index("ix_staff_cards_chat_id_message_id", "chat_id", "message_id"),
 )
 
 cursors = Table(

@@ -152,7 +152,8 @@ class OutboxRow:
         )
 
 
-def _mention_from_row(row: RowMapping) -> StoredMention:
+def mention_from_row(row: RowMapping) -> StoredMention:
+    """Rebuild a stored mention from its row."""
     return StoredMention(
         id=row["id"],
         mention=Mention(
@@ -184,7 +185,7 @@ class Store:
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction. On SQLite, writers of this process queue up fairly here.
 
         SQLite has one writer at a time; left to its busy handler, a writer that commits in a
@@ -221,7 +222,7 @@ class Store:
         for m in batch:
             unique.setdefault((m.platform.value, m.external_id), m)
         created: list[StoredMention] = []
-        async with self._write() as conn:
+        async with self.write() as conn:
             if unique:
                 stmt = (
                     self._insert(mentions)
@@ -272,7 +273,7 @@ class Store:
 
     async def put_cursor(self, cursor: CursorUpdate) -> None:
         """Write a cursor on its own (when a poll found nothing new to store)."""
-        async with self._write() as conn:
+        async with self.write() as conn:
             await self._put_cursor(conn, cursor, self.clock.now())
 
     async def get_cursor(self, source: str) -> CursorUpdate | None:
@@ -296,7 +297,7 @@ class Store:
                 .order_by(mentions.c.id)
                 .limit(limit)
             )
-            return [_mention_from_row(r) for r in rows.mappings()]
+            return [mention_from_row(r) for r in rows.mappings()]
 
     async def apply(self, decisions: Iterable[Decision], ref_prefix: str) -> list[Applied]:
         """Commit decisions: mention status, ticket, first event and ack, atomically per chunk.
@@ -309,7 +310,7 @@ class Store:
         out: list[Applied] = []
         pending = list(decisions)
         for start in range(0, len(pending), APPLY_CHUNK):
-            async with self._write() as conn:
+            async with self.write() as conn:
                 out += await self._apply_chunk(conn, pending[start : start + APPLY_CHUNK], now)
         return out
 
@@ -389,6 +390,10 @@ class Store:
             "policy": plan.policy,
             "policy_snapshot": d.policy_snapshot,
             "escalation_step": 0,
+            "notices_sent": 0,
+            # the ladder starts now; the sweep sends its first notice
+            "ladder_started_at": now if plan.policy else None,
+            "next_escalation_at": now if plan.policy else None,
             "created_at": now,
             "updated_at": now,
         }
@@ -467,7 +472,7 @@ class Store:
             sel = sel.where(outbox.c.platform.not_in(excluded))
         if self._pg:
             sel = sel.with_for_update(skip_locked=True)
-        async with self._write() as conn:
+        async with self.write() as conn:
             ids = list((await conn.execute(sel)).scalars())
             if not ids:
                 return []
@@ -501,7 +506,7 @@ class Store:
     ) -> None:
         """Record a delivery; an ack moves its ticket from open to acknowledged."""
         now = self.clock.now()
-        async with self._write() as conn:
+        async with self.write() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == row.id)
@@ -513,29 +518,46 @@ class Store:
                 )
             )
             if row.kind is OutboxKind.ACK and row.ticket_id is not None:
-                moved = await conn.execute(
-                    update(tickets)
-                    .where(
-                        tickets.c.id == row.ticket_id, tickets.c.state == TicketState.OPEN.value
-                    )
-                    .values(
-                        state=TicketState.ACKNOWLEDGED.value, acknowledged_at=now, updated_at=now
-                    )
-                )
-                if moved.rowcount == 1:
-                    await conn.execute(
-                        ticket_events.insert().values(
-                            ticket_id=row.ticket_id,
-                            at=now,
-                            actor=SYSTEM_ACTOR,
-                            kind="acknowledged",
-                            from_state=TicketState.OPEN.value,
-                            to_state=TicketState.ACKNOWLEDGED.value,
-                            reason="acknowledgement delivered"
-                            + (" (confirmed after restart)" if recovered else ""),
-                            data={"outbox_id": row.id, "message_id": external_id},
-                        )
-                    )
+                await self._acknowledged(conn, row, external_id, now, recovered=recovered)
+
+    @staticmethod
+    async def _acknowledged(
+        conn: AsyncConnection, row: OutboxRow, external_id: str, now: datetime, *, recovered: bool
+    ) -> None:
+        """Record the delivered ack; an ``open`` ticket becomes ``acknowledged``.
+
+        The sweep may have escalated the ticket before the ack went out: it keeps its state,
+        and ``acknowledged_at`` is recorded all the same.
+        """
+        current = (
+            await conn.execute(
+                update(tickets)
+                .where(tickets.c.id == row.ticket_id, tickets.c.acknowledged_at.is_(None))
+                .values(acknowledged_at=now, updated_at=now)
+                .returning(tickets.c.state)
+            )
+        ).scalar_one_or_none()
+        if current is None:
+            return  # already acknowledged
+        to_state = current
+        if current == TicketState.OPEN.value:
+            to_state = TicketState.ACKNOWLEDGED.value
+            await conn.execute(
+                update(tickets).where(tickets.c.id == row.ticket_id).values(state=to_state)
+            )
+        reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
+        await conn.execute(
+            ticket_events.insert().values(
+                ticket_id=row.ticket_id,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                kind="acknowledged",
+                from_state=current,
+                to_state=to_state,
+                reason=reason,
+                data={"outbox_id": row.id, "message_id": external_id},
+            )
+        )
 
     async def mark_retry(
         self, row: OutboxRow, next_attempt_at: datetime, error: str, *, count_attempt: bool = True
@@ -549,13 +571,13 @@ class Store:
         }
         if not count_attempt:
             values["attempts"] = outbox.c.attempts - 1
-        async with self._write() as conn:
+        async with self.write() as conn:
             await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
 
     async def mark_failed(self, row: OutboxRow, error: str) -> None:
         """Give up on a row, and say so on its ticket."""
         now = self.clock.now()
-        async with self._write() as conn:
+        async with self.write() as conn:
             await conn.execute(
                 update(outbox)
                 .where(outbox.c.id == row.id)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from bot.sandbox.telegram_fake import FakeTelegram
 from bot.sandbox.x_fake import FakeX
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +106,15 @@ def config_copy(tmp_path: Path) -> Iterator[ConfigDir]:
 async def fake_x() -> AsyncIterator[FakeX]:
     """A running fake X API."""
     fake = FakeX()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def fake_tg() -> AsyncIterator[FakeTelegram]:
+    """A running fake Telegram Bot API (the staff chat)."""
+    fake = FakeTelegram()
     await fake.start()
     yield fake
     await fake.stop()

@@ -6,6 +6,7 @@ import asyncio
 import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from sqlalchemy.engine import RowMapping
 from bot.app import Running, run
 from bot.config import Config, load_config
 from bot.models import cursors, mentions, outbox, ticket_events, tickets
+from bot.sandbox.telegram_fake import FakeTelegram
 from bot.sandbox.x_fake import FakeX
 from bot.store import READ_ONLY, Store, make_engine
 from tests.conftest import ConfigDir
@@ -26,6 +28,7 @@ FAST = {
         "poll_interval": "50ms",
         "live_log": True,
     },
+    "staff": {"enabled": False},  # tests of the staff chat turn it on
 }
 
 
@@ -95,12 +98,45 @@ class Service:
         return found[0] if found else None
 
 
-async def start_service(config: Config, fake: FakeX) -> Service:
-    """Start carebot on ``config`` with ``fake`` as X; return once intake has started."""
+class FakeClock:
+    """A clock the test moves by hand (time never passes on its own)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.t = start or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.t
+
+    def advance(self, **delta: float) -> None:
+        self.t += timedelta(**delta)
+
+
+async def start_service(
+    config: Config,
+    fake: FakeX,
+    *,
+    telegram: FakeTelegram | None = None,
+    clock: FakeClock | None = None,
+) -> Service:
+    """Start carebot on ``config`` with ``fake`` as X; return once intake has started.
+
+    With ``telegram``, the staff chat uses it and the escalation sweep is left to the test.
+    """
     stop = asyncio.Event()
     running = Running()
     out = io.StringIO()
-    task = asyncio.create_task(run(config, stop, out=out, running=running, fake_x=fake))
+    task = asyncio.create_task(
+        run(
+            config,
+            stop,
+            out=out,
+            running=running,
+            fake_x=fake,
+            fake_telegram=telegram,
+            clock=clock,
+            sweep_jobs=telegram is None,
+        )
+    )
     started = asyncio.create_task(running.started.wait())
     done, _ = await asyncio.wait({task, started}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

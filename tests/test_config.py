@@ -162,7 +162,7 @@ def test_x_enabled_without_credentials_names_each_variable(
     for var in ("CAREBOT_X_CONSUMER_KEY", "CAREBOT_X_ACCESS_TOKEN_SECRET"):
         assert f"environment: {var}: X is enabled" in out
     assert "environment: CAREBOT_X_BEARER_TOKEN" not in out
-    env = dict.fromkeys(X_SECRET_VARS, "s3cret")
+    env = dict.fromkeys((*X_SECRET_VARS, "CAREBOT_TELEGRAM_STAFF_TOKEN"), "s3cret")
     config = load_config(config_copy.path, env)
     assert config.x_credentials is not None
     assert "s3cret" not in repr(config.x_credentials)

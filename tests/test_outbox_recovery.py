@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
-from bot.models import outbox, tickets
+from bot.models import outbox, ticket_events, tickets
 from bot.sandbox.x_fake import FakeX, Fault
 from tests.conftest import ConfigDir
 from tests.harness import Service, eventually, make_config, polls_after, start_service
@@ -23,9 +23,12 @@ async def _crashed_mid_send(svc: Service) -> None:
     """Leave the ack row as a dead process would: claimed, outcome unknown."""
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
     await svc.execute(
-        update(outbox).values(state="sending", claimed_at=long_ago, external_id=None, sent_at=None)
+        update(outbox)
+        .where(outbox.c.kind == "ack")
+        .values(state="sending", claimed_at=long_ago, external_id=None, sent_at=None)
     )
     await svc.execute(update(tickets).values(state="open", acknowledged_at=None))
+    await svc.execute(delete(ticket_events).where(ticket_events.c.kind == "acknowledged"))
 
 
 async def test_a_send_that_reached_x_before_the_crash_is_not_sent_again(

@@ -1,0 +1,218 @@
+"""The escalation sweep: tickets whose ``next_escalation_at`` has come get their next notice.
+
+``tickets.next_escalation_at`` in the database is the truth, so a restart loses no timer and
+several processes can share the sweep: each due ticket is locked as it is taken (PostgreSQL:
+``FOR UPDATE SKIP LOCKED``; SQLite: the single writer's ``BEGIN IMMEDIATE``). What is due is
+decided by ``bot/ladder.py`` from the policy snapshotted on the ticket when it opened.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import RowMapping, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.config import StaffConfig
+from bot.domain import OutboxKind, OutboxState, Platform, TicketState
+from bot.ladder import LadderState, Notice, apply_notice, due, policy_from_snapshot, schedule
+from bot.models import outbox, staff_cards, ticket_events, tickets
+from bot.store import SYSTEM_ACTOR, Store, ticket_ref
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH: Final = 100
+WAKING: Final = (TicketState.OPEN, TicketState.ACKNOWLEDGED, TicketState.REOPENED)
+
+
+def ladder_state(t: Mapping[str, Any]) -> LadderState:
+    """What the ladder needs to know about a ticket row."""
+    return LadderState(
+        opened_at=t["ladder_started_at"] or t["created_at"],
+        rung=t["escalation_step"],
+        notices_sent=t["notices_sent"],
+        last_notice_at=t["last_notice_at"],
+        state=TicketState(t["state"]),
+        claimed_at=t["claimed_at"],
+        last_staff_reply_at=t["last_staff_reply_at"],
+        snoozed_until=t["snoozed_until"],
+    )
+
+
+class EscalationSweep:
+    """Finds due tickets and writes their staff notices to the outbox."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        staff: StaffConfig,
+        ref_prefix: str,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._groups = {g.name: g.chat_id for g in staff.groups}
+        self._members = {m.name: m.telegram_user_id for m in staff.members}
+        self._leads = [m.name for m in staff.members if m.role == "lead"]
+        self._agents = [m.name for m in staff.members if m.role == "agent"]
+        self._prefix = ref_prefix
+        self._on_queued = on_queued
+
+    async def run_once(self) -> int:
+        """Process every ticket due now (in batches); return how many notices were queued."""
+        total = 0
+        while True:
+            queued, seen = await self._batch(self._store.clock.now())
+            total += queued
+            if seen < SWEEP_BATCH:
+                break
+        if total:
+            self._on_queued()
+        return total
+
+    async def _batch(self, now: datetime) -> tuple[int, int]:
+        sel = (
+            select(tickets)
+            .where(
+                tickets.c.next_escalation_at <= now,
+                tickets.c.state != TicketState.RESOLVED.value,
+            )
+            .order_by(tickets.c.priority, tickets.c.next_escalation_at)
+            .limit(SWEEP_BATCH)
+        )
+        if self._store.engine.dialect.name == "postgresql":
+            sel = sel.with_for_update(skip_locked=True)
+        queued = 0
+        async with self._store.write() as conn:
+            rows = (await conn.execute(sel)).mappings().all()
+            for t in rows:
+                queued += await self._advance(conn, t, now)
+        return queued, len(rows)
+
+    async def _advance(self, conn: AsyncConnection, t: RowMapping, now: datetime) -> int:
+        if not t["policy_snapshot"]:
+            await conn.execute(
+                update(tickets).where(tickets.c.id == t["id"]).values(next_escalation_at=None)
+            )
+            return 0
+        try:
+            _, policy = policy_from_snapshot(t["policy_snapshot"])
+        except ValueError as exc:
+            logger.error("ticket %s: unusable policy snapshot (%s); not escalating", t["id"], exc)
+            await conn.execute(
+                update(tickets).where(tickets.c.id == t["id"]).values(next_escalation_at=None)
+            )
+            return 0
+        state = TicketState(t["state"])
+        values: dict[str, Any] = {}
+        if state is TicketState.SNOOZED and (
+            t["snoozed_until"] is None or t["snoozed_until"] <= now
+        ):
+            state = TicketState.CLAIMED if t["claimed_by"] else TicketState.ESCALATED
+            values.update(state=state.value, snoozed_until=None)
+        st = ladder_state({**t, **values})
+        notice = due(policy, st, now)
+        queued = 0
+        if notice is not None:
+            queued = await self._notify(conn, t, notice, now)
+            st = apply_notice(st, notice)
+            values.update(
+                escalation_step=st.rung,
+                notices_sent=st.notices_sent,
+                last_notice_at=st.last_notice_at,
+            )
+            if state in WAKING:
+                values["state"] = TicketState.ESCALATED.value
+        values["next_escalation_at"] = schedule(policy, st, now)
+        values["updated_at"] = now
+        await conn.execute(update(tickets).where(tickets.c.id == t["id"]).values(**values))
+        if notice is not None or "state" in values:
+            await conn.execute(
+                ticket_events.insert().values(
+                    ticket_id=t["id"],
+                    at=now,
+                    actor=SYSTEM_ACTOR,
+                    kind="escalated" if notice is not None else "snooze_ended",
+                    from_state=t["state"],
+                    to_state=values.get("state", t["state"]),
+                    reason=notice.reason if notice is not None else "snooze ended",
+                    data={"notice": notice.number, "group": notice.group} if notice else {},
+                )
+            )
+        return queued
+
+    async def _notify(
+        self, conn: AsyncConnection, t: RowMapping, notice: Notice, now: datetime
+    ) -> int:
+        chat_id = self._groups.get(notice.group)
+        if chat_id is None:
+            logger.error("ticket %s: staff group %r is not configured", t["id"], notice.group)
+            return 0
+        existing = await conn.execute(
+            select(staff_cards.c.id).where(
+                staff_cards.c.ticket_id == t["id"], staff_cards.c.chat_id == chat_id
+            )
+        )
+        has_card = existing.first() is not None
+        people = self._people(notice)
+        card: dict[str, Any] = {"card": t["id"], "chat_id": chat_id}
+        rows: list[dict[str, Any]] = []
+        if not has_card:  # the card is the first notice; people to page are named on it
+            await conn.execute(
+                staff_cards.insert().values(
+                    ticket_id=t["id"], chat_id=chat_id, created_at=now, updated_at=now
+                )
+            )
+            if people:
+                card["ping"] = f"⏰ {html.escape(notice.reason)} · {people}"
+            rows.append(self._row(t, card, f"card for ticket {t['id']}", now))
+        else:  # bring the card up to date, and ping under it (an edit notifies nobody)
+            ref = ticket_ref(self._prefix, t["id"])
+            text = f"⏰ <b>{ref}</b>: {html.escape(notice.reason)}"
+            if people:
+                text += f" · {people}"
+            rows.append(self._row(t, card, f"card update for {t['id']}", now))
+            rows.append(self._row(t, {"chat_id": chat_id, "reply_to_card": t["id"]}, text, now))
+        await conn.execute(outbox.insert(), rows)
+        return len(rows)
+
+    def _people(self, notice: Notice) -> str:
+        names = list(notice.mention)
+        if notice.mention_role == "lead":
+            names += self._leads
+        elif notice.mention_role == "agent":
+            names += self._agents
+        seen: list[str] = []
+        for name in names:
+            if name not in seen and name in self._members:
+                seen.append(name)
+        return " ".join(
+            f'<a href="tg://user?id={self._members[n]}">{html.escape(n)}</a>' for n in seen
+        )
+
+    @staticmethod
+    def _row(
+        t: RowMapping, destination: dict[str, Any], text: str, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "ticket_id": t["id"],
+            "kind": OutboxKind.STAFF.value,
+            "platform": Platform.STAFF.value,
+            "destination": destination,
+            "text": text,
+            "idempotency_key": f"staff:{t['id']}:{uuid.uuid4().hex}",
+            "state": OutboxState.PENDING.value,
+            "priority": t["priority"],
+            "attempts": 0,
+            "next_attempt_at": now,
+            "claimed_at": None,
+            "sent_at": None,
+            "external_id": None,
+            "last_error": None,
+            "created_at": now,
+        }

@@ -1,0 +1,298 @@
+"""The staff chat on Telegram: ticket cards with buttons, replies to customers, commands.
+
+python-telegram-bot runs inside our event loop (``initialize/start/updater.start_polling``,
+never ``run_polling``), with ``.job_queue(None)``. Cards and notices are posted through the
+outbox (so Telegram's limits, retries and restarts are handled in one place); button answers
+and command replies are interactive and go out directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any, ClassVar, Final
+
+from sqlalchemy import select, update
+from telegram import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from bot.clock import Clock
+from bot.domain import Mention, Platform
+from bot.errors import (
+    AdapterError,
+    AuthError,
+    PermanentError,
+    RateLimited,
+    StartupError,
+    TransientError,
+)
+from bot.models import staff_cards
+from bot.platforms.base import MentionSink, PlatformAdapter
+from bot.staff import Card, StaffDesk, render_card
+from bot.store import Store
+from bot.tasks import TaskSupervisor
+from handlers.staff import parse_callback
+
+logger = logging.getLogger(__name__)
+
+LONG_POLL: Final = 10  # seconds a getUpdates call may wait for news
+
+
+def _markup(card: Card) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton(text, callback_data=data) for text, data in row]
+            for row in card.buttons
+        ]
+    )
+
+
+def translate(exc: TelegramError, clock: Clock) -> AdapterError:
+    """Turn PTB errors into our hierarchy."""
+    if isinstance(exc, RetryAfter):
+        wait = exc.retry_after
+        seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+        return RateLimited(
+            f"Telegram flood control: {exc.message}", clock.now() + timedelta(seconds=seconds)
+        )
+    if isinstance(exc, InvalidToken):
+        return AuthError(f"Telegram refused the staff bot token: {exc.message}")
+    if isinstance(exc, BadRequest | Forbidden):
+        return PermanentError(f"Telegram refused: {exc.message}")
+    if isinstance(exc, TimedOut | NetworkError):
+        return TransientError(f"cannot reach Telegram: {exc.message}")
+    return TransientError(f"Telegram error: {exc.message}")
+
+
+class TelegramStaffChat(PlatformAdapter):
+    """Posts and edits ticket cards; turns buttons, replies and commands into staff actions."""
+
+    platform: ClassVar[Platform] = Platform.STAFF
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_root: str,
+        desk: StaffDesk,
+        store: Store,
+        clock: Clock,
+        ref_prefix: str,
+    ) -> None:
+        # PTB 22 warns on every RetryAfter unless durations are timedeltas (its next default).
+        os.environ.setdefault("PTB_TIMEDELTA", "1")
+        self._desk = desk
+        self._store = store
+        self._clock = clock
+        self._prefix = ref_prefix
+        root = api_root.rstrip("/")
+        self.app: Application[Any, Any, Any, Any, Any, Any] = (
+            Application.builder()
+            .token(token)
+            .base_url(f"{root}/bot")
+            .base_file_url(f"{root}/file/bot")
+            .job_queue(None)
+            .connect_timeout(5)
+            .read_timeout(10)
+            .write_timeout(10)
+            .get_updates_read_timeout(LONG_POLL + 10)
+            .build()
+        )
+        chats = filters.Chat(chat_id=list(desk.chat_ids))
+        self.app.add_handler(CallbackQueryHandler(self._on_button))
+        self.app.add_handler(
+            CommandHandler(["queue", "ticket", "resolve"], self._on_command, filters=chats)
+        )
+        self.app.add_handler(
+            MessageHandler(chats & filters.REPLY & filters.TEXT & ~filters.COMMAND, self._on_reply)
+        )
+        self.app.add_error_handler(self._on_error)
+        self._running = False
+
+    @property
+    def own_account_ids(self) -> frozenset[str]:
+        """The staff chat produces no mentions."""
+        return frozenset()
+
+    async def open(self) -> None:
+        """Initialise PTB (``getMe``): a bad token stops start-up."""
+        try:
+            await self.app.initialize()
+        except InvalidToken as exc:
+            raise StartupError(
+                f"Telegram refused CAREBOT_TELEGRAM_STAFF_TOKEN: {exc.message}"
+            ) from exc
+        except TelegramError as exc:
+            raise StartupError(f"cannot reach Telegram for the staff chat: {exc.message}") from exc
+        logger.info("staff chat: signed in as @%s", self.app.bot.username)
+
+    async def start(self, sink: MentionSink, supervisor: TaskSupervisor) -> None:
+        """Start receiving staff updates (long polling)."""
+        del sink, supervisor  # staff messages are not mentions; PTB owns its polling task
+        assert self.app.updater is not None  # noqa: S101 — built with the default updater
+        await self.app.updater.start_polling(
+            poll_interval=0, timeout=LONG_POLL, allowed_updates=["message", "callback_query"]
+        )
+        await self.app.start()
+        self._running = True
+
+    async def stop(self) -> None:
+        """Stop receiving updates; sending still works while the outbox drains."""
+        if not self._running:
+            return
+        self._running = False
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        await self.app.stop()
+
+    async def close(self) -> None:
+        """Shut PTB down."""
+        await self.app.shutdown()
+
+    def reply_destination(self, mention: Mention) -> dict[str, Any]:
+        """Staff chats are not answered as customers."""
+        raise NotImplementedError("the staff chat has no customers")
+
+    async def find_delivery(self, destination: dict[str, Any], text: str) -> str | None:
+        """Telegram cannot be searched: a notice interrupted mid-send may be posted twice."""
+        return None
+
+    async def send(self, destination: dict[str, Any], text: str, idempotency_key: str) -> str:
+        """Post or edit a card, or post a notice; return the Telegram message id."""
+        del idempotency_key
+        try:
+            if "card" in destination:
+                return await self._card(
+                    int(destination["card"]), int(destination["chat_id"]), destination.get("ping")
+                )
+            return await self._notice(destination, text)
+        except TelegramError as exc:
+            raise translate(exc, self._clock) from exc
+
+    async def _card_message(self, ticket_id: int, chat_id: int) -> int | None:
+        async with self._store.read() as conn:
+            return (
+                await conn.execute(
+                    select(staff_cards.c.message_id).where(
+                        staff_cards.c.ticket_id == ticket_id, staff_cards.c.chat_id == chat_id
+                    )
+                )
+            ).scalar_one_or_none()
+
+    async def _card(self, ticket_id: int, chat_id: int, ping: str | None) -> str:
+        loaded = await self._desk.load(ticket_id)
+        if loaded is None:
+            raise PermanentError(f"ticket {ticket_id} no longer exists")
+        card = render_card(*loaded, self._clock.now(), self._prefix)
+        message_id = await self._card_message(ticket_id, chat_id)
+        if message_id is not None:
+            try:
+                await self.app.bot.edit_message_text(
+                    card.html,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=_markup(card),
+                )
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    raise
+            return str(message_id)
+        text = f"{card.html}\n{ping}" if ping else card.html
+        sent = await self.app.bot.send_message(
+            chat_id, text, parse_mode=ParseMode.HTML, reply_markup=_markup(card)
+        )
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(staff_cards)
+                .where(staff_cards.c.ticket_id == ticket_id, staff_cards.c.chat_id == chat_id)
+                .values(message_id=sent.message_id, updated_at=self._clock.now())
+            )
+        return str(sent.message_id)
+
+    async def _notice(self, destination: dict[str, Any], text: str) -> str:
+        chat_id = int(destination["chat_id"])
+        reply = None
+        if destination.get("reply_to_card") is not None:
+            card_id = await self._card_message(int(destination["reply_to_card"]), chat_id)
+            if card_id is not None:
+                reply = ReplyParameters(card_id, allow_sending_without_reply=True)
+        sent = await self.app.bot.send_message(
+            chat_id, text, parse_mode=ParseMode.HTML, reply_parameters=reply
+        )
+        return str(sent.message_id)
+
+    # -- updates from staff ------------------------------------------------------------------
+
+    @staticmethod
+    def _label(user: Any) -> str:
+        return f"telegram:{user.id}" + (f" (@{user.username})" if user.username else "")
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query: CallbackQuery | None = update.callback_query
+        if query is None:
+            return
+        action = parse_callback(query.data or "")
+        if action is None:
+            await query.answer("This button is not valid any more.", show_alert=True)
+            return
+        outcome = await self._desk.act(action, query.from_user.id, self._label(query.from_user))
+        await query.answer(outcome.message[:200], show_alert=outcome.refused)
+
+    async def _on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message: Message | None = update.effective_message
+        if message is None or message.reply_to_message is None or message.from_user is None:
+            return
+        ticket_id = await self._desk.ticket_for_card(
+            message.chat_id, message.reply_to_message.message_id
+        )
+        if ticket_id is None:
+            return  # a reply to something that is not a card: staff talking among themselves
+        result = await self._desk.reply(
+            ticket_id,
+            message.from_user.id,
+            self._label(message.from_user),
+            message.text or "",
+            message.message_id,
+        )
+        if not result.queued:
+            await message.reply_text(result.message)
+
+    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or message.text is None:
+            return
+        command, *args = message.text.split(maxsplit=2)
+        name = command.lstrip("/").split("@")[0]
+        text = await self._desk.command(
+            name, args, message.from_user.id if message.from_user else 0
+        )
+        await message.reply_text(text, parse_mode=ParseMode.HTML)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        logger.error("staff chat: error while handling an update", exc_info=context.error)

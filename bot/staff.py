@@ -1,0 +1,387 @@
+"""The staff side: ticket cards, staff actions and replies, applied through the store.
+
+The chat adapter (``bot/platforms/telegram_staff.py``) turns Telegram updates into calls on
+:class:`StaffDesk`; decisions are made by ``handlers/staff.py``; every change is one
+transaction that also queues the card edit (and any customer reply) in the outbox.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import RowMapping, select, update
+
+from bot.config import StaffConfig
+from bot.domain import Category, OutboxKind, OutboxState, Platform, TicketState
+from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
+from bot.platforms.base import PlatformAdapter
+from bot.policy import EscalationFile
+from bot.store import Store, mention_from_row, ticket_ref
+from bot.textlimits import X_MAX_WEIGHTED, x_weighted_length
+from handlers.staff import Action, Member, Outcome, TicketView, Verb, decide
+
+CATEGORY_ICON: Final = {"complaint": "🔴", "question": "🔵", "praise": "💚", "other": "⚪"}
+MAX_CARD_TEXT: Final = 1500  # the customer's text on a card; Telegram allows 4096 in all
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A rendered ticket card: Telegram HTML and inline keyboard rows of (label, data)."""
+
+    html: str
+    buttons: list[list[tuple[str, str]]]
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def render_card(ticket: RowMapping, mention: RowMapping, now: datetime, prefix: str) -> Card:
+    """The card staff see; everything the customer wrote is escaped (no markup injection)."""
+    ref = ticket_ref(prefix, ticket["id"])
+    category = ticket["category"]
+    esc = html.escape
+    lines = [
+        f"{CATEGORY_ICON.get(category, '')} <b>{esc(category.capitalize())} · {ref}</b>"
+        f" · priority {ticket['priority']}"
+        + (f" · policy {esc(ticket['policy'])}" if ticket["policy"] else ""),
+        f"<b>@{esc(ticket['customer_handle'])}</b> on {esc(ticket['platform'])}"
+        + (
+            f' · <a href="{esc(mention["url"], quote=True)}">open post</a>'
+            if mention["url"]
+            else ""
+        ),
+        f"<blockquote>{esc(mention['text'][:MAX_CARD_TEXT])}</blockquote>",
+        f"Confidence {ticket['confidence']:.2f}: " + esc("; ".join(ticket["reasons"][:3])),
+    ]
+    age = (now - ticket["created_at"]).total_seconds()
+    first = ticket["first_response_at"]
+    sla = (
+        f"first human response after {_age((first - ticket['created_at']).total_seconds())}"
+        if first
+        else "no human response yet"
+    )
+    lines.append(f"Age {_age(age)} · {sla}")
+    state = ticket["state"]
+    if state == TicketState.CLAIMED.value:
+        status = f"claimed by {esc(ticket['claimed_by'])}"
+    elif state == TicketState.SNOOZED.value and ticket["snoozed_until"]:
+        status = f"snoozed until {ticket['snoozed_until']:%H:%M} UTC"
+    else:
+        status = state + (
+            f" (held by {esc(ticket['claimed_by'])})" if ticket["claimed_by"] else ""
+        )
+    lines.append(f"State: <b>{esc(status)}</b>")
+    tid = ticket["id"]
+    if state == TicketState.RESOLVED.value:
+        buttons = [
+            [(f"→ {c.value}", f"cat_{c.value}:{tid}") for c in Category if c.value != category]
+        ]
+    else:
+        buttons = [
+            [("Claim", f"claim:{tid}"), ("Resolve", f"resolve:{tid}")],
+            [
+                ("Snooze 30m", f"snooze30:{tid}"),
+                ("Snooze 4h", f"snooze4h:{tid}"),
+                ("Escalate now", f"escalate:{tid}"),
+            ],
+            [(f"→ {c.value}", f"cat_{c.value}:{tid}") for c in Category if c.value != category],
+        ]
+    return Card("\n".join(lines), buttons)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    """What happened to a staff reply."""
+
+    message: str
+    queued: bool
+
+
+class StaffDesk:
+    """Applies staff actions and replies; queues card edits and customer replies."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        staff: StaffConfig,
+        escalation: EscalationFile,
+        adapters: Mapping[Platform, PlatformAdapter],
+        ref_prefix: str,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._escalation = escalation
+        self._adapters = adapters
+        self._prefix = ref_prefix
+        self.on_queued = on_queued
+        self.members = {
+            m.telegram_user_id: Member(m.name, m.telegram_user_id, m.role) for m in staff.members
+        }
+        self.chat_ids = frozenset(g.chat_id for g in staff.groups)
+
+    async def load(self, ticket_id: int) -> tuple[RowMapping, RowMapping] | None:
+        """A ticket and its opening mention."""
+        async with self._store.read() as conn:
+            ticket = (
+                (await conn.execute(select(tickets).where(tickets.c.id == ticket_id)))
+                .mappings()
+                .first()
+            )
+            if ticket is None:
+                return None
+            mention = (
+                (await conn.execute(select(mentions).where(mentions.c.id == ticket["mention_id"])))
+                .mappings()
+                .first()
+            )
+        return (ticket, mention) if mention is not None else None
+
+    async def ticket_for_card(self, chat_id: int, message_id: int) -> int | None:
+        """The ticket whose card is ``message_id`` in ``chat_id``."""
+        async with self._store.read() as conn:
+            return (
+                await conn.execute(
+                    select(staff_cards.c.ticket_id).where(
+                        staff_cards.c.chat_id == chat_id, staff_cards.c.message_id == message_id
+                    )
+                )
+            ).scalar_one_or_none()
+
+    async def act(self, action: Action, user_id: int, actor_label: str) -> Outcome:
+        """Decide and apply one staff action; record refusals too."""
+        member = self.members.get(user_id)
+        loaded = await self.load(action.ticket_id)
+        if loaded is None:
+            return Outcome(f"There is no ticket {ticket_ref(self._prefix, action.ticket_id)}.")
+        ticket, _ = loaded
+        view = TicketView(
+            ticket["id"],
+            ticket_ref(self._prefix, ticket["id"]),
+            TicketState(ticket["state"]),
+            Category(ticket["category"]),
+            ticket["claimed_by"],
+        )
+        now = self._store.clock.now()
+        outcome = decide(action, view, member, now)
+        actor = member.name if member else actor_label
+        if outcome.refused:
+            await self._event(
+                ticket["id"], actor, "refused", f"{action.verb.value} refused: not staff"
+            )
+            return outcome
+        if not outcome.changes and outcome.to_state is None:
+            return outcome
+        changes = dict(outcome.changes)
+        if action.verb is Verb.RECATEGORISE and action.category is not None:
+            policy = self._escalation.policy_for(action.category, ticket["priority"])
+            changes.update(policy=policy, policy_snapshot=self._escalation.snapshot(policy))
+        won = await self._apply(ticket, action, outcome, changes, actor, now)
+        if not won:
+            fresh = await self.load(action.ticket_id)
+            holder = fresh[0]["claimed_by"] if fresh else None
+            return Outcome(
+                f"{view.ref} is already claimed by {holder}."
+                if holder
+                else f"{view.ref} changed meanwhile; try again."
+            )
+        self.on_queued()
+        return outcome
+
+    async def _apply(  # noqa: PLR0917 — one call site, all parts of one change
+        self,
+        ticket: RowMapping,
+        action: Action,
+        outcome: Outcome,
+        changes: dict[str, Any],
+        actor: str,
+        now: datetime,
+    ) -> bool:
+        stmt = update(tickets).where(
+            tickets.c.id == ticket["id"], tickets.c.state != TicketState.RESOLVED.value
+        )
+        if action.verb is Verb.CLAIM:
+            stmt = stmt.where(tickets.c.claimed_by.is_(None))
+        else:
+            stmt = stmt.where(tickets.c.state == ticket["state"])  # optimistic: nobody moved it
+        values = {**changes, "updated_at": now}
+        if outcome.to_state is not None:
+            values["state"] = outcome.to_state.value
+        async with self._store.write() as conn:
+            moved = await conn.execute(stmt.values(**values))
+            if moved.rowcount != 1:
+                return False
+            data: dict[str, Any] = {}
+            if action.verb is Verb.RECATEGORISE:
+                data = {
+                    "from": ticket["category"],
+                    "to": changes["category"],
+                    "label_correction": True,
+                }
+            await conn.execute(
+                ticket_events.insert().values(
+                    ticket_id=ticket["id"],
+                    at=now,
+                    actor=actor,
+                    kind=outcome.event_kind,
+                    from_state=ticket["state"],
+                    to_state=(outcome.to_state or TicketState(ticket["state"])).value,
+                    reason=outcome.message,
+                    data=data,
+                )
+            )
+            await self._queue_card_edits(conn, ticket["id"], now)
+        return True
+
+    async def _queue_card_edits(self, conn: Any, ticket_id: int, now: datetime) -> None:
+        cards = (
+            await conn.execute(
+                select(staff_cards.c.chat_id).where(staff_cards.c.ticket_id == ticket_id)
+            )
+        ).scalars()
+        for chat_id in cards:
+            await conn.execute(
+                outbox.insert().values(
+                    ticket_id=ticket_id,
+                    kind=OutboxKind.STAFF.value,
+                    platform=Platform.STAFF.value,
+                    destination={"card": ticket_id, "chat_id": chat_id},
+                    text=f"card update for ticket {ticket_id}",
+                    idempotency_key=f"card:{ticket_id}:{chat_id}:{uuid.uuid4().hex}",
+                    state=OutboxState.PENDING.value,
+                    priority=0,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+
+    async def _event(self, ticket_id: int, actor: str, kind: str, reason: str) -> None:
+        async with self._store.write() as conn:
+            await conn.execute(
+                ticket_events.insert().values(
+                    ticket_id=ticket_id,
+                    at=self._store.clock.now(),
+                    actor=actor,
+                    kind=kind,
+                    reason=reason,
+                )
+            )
+
+    async def command(self, name: str, args: list[str], user_id: int) -> str:
+        """Answer ``/queue``, ``/ticket N`` and ``/resolve N [note]`` (Telegram HTML)."""
+        if name == "queue":
+            return await self._queue()
+        if not args or not args[0].lstrip("#").removeprefix(self._prefix).isdigit():
+            return f"Usage: /{name} N  (a ticket number, e.g. /{name} 42)"
+        ticket_id = int(args[0].lstrip("#").removeprefix(self._prefix))
+        if name == "ticket":
+            loaded = await self.load(ticket_id)
+            if loaded is None:
+                return f"There is no ticket {ticket_ref(self._prefix, ticket_id)}."
+            return render_card(*loaded, self._store.clock.now(), self._prefix).html
+        outcome = await self.act(
+            Action(Verb.RESOLVE, ticket_id, note=" ".join(args[1:])),
+            user_id,
+            f"telegram:{user_id}",
+        )
+        return html.escape(outcome.message)
+
+    async def _queue(self) -> str:
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(tickets)
+                .where(tickets.c.state != TicketState.RESOLVED.value)
+                .order_by(tickets.c.priority, tickets.c.created_at)
+                .limit(20)
+            )
+            rows = result.mappings().all()
+        if not rows:
+            return "No open tickets."
+        now = self._store.clock.now()
+        lines = [f"<b>Open tickets</b> (most urgent first, {len(rows)} shown)"]
+        for t in rows:
+            holder = f", {html.escape(t['claimed_by'])}" if t["claimed_by"] else ""
+            lines.append(
+                f"{CATEGORY_ICON.get(t['category'], '')} {ticket_ref(self._prefix, t['id'])} "
+                f"p{t['priority']} {t['state']}{holder} · @{html.escape(t['customer_handle'])} · "
+                f"{_age((now - t['created_at']).total_seconds())}"
+            )
+        return "\n".join(lines)
+
+    async def reply(
+        self, ticket_id: int, user_id: int, actor_label: str, text: str, message_id: int
+    ) -> ReplyResult:
+        """Relay a staff reply to the customer in the original thread, through the outbox."""
+        member = self.members.get(user_id)
+        loaded = await self.load(ticket_id)
+        if loaded is None:
+            return ReplyResult("That card's ticket no longer exists.", False)
+        ticket, mention = loaded
+        ref = ticket_ref(self._prefix, ticket_id)
+        if member is None:
+            await self._event(ticket_id, actor_label, "refused", "reply refused: not staff")
+            return ReplyResult("Only configured support staff can reply to customers.", False)
+        platform = Platform(ticket["platform"])
+        adapter = self._adapters.get(platform)
+        if adapter is None:
+            return ReplyResult(
+                f"{platform.value} is not connected; the reply was not sent.", False
+            )
+        body = text.strip()
+        if platform is Platform.X and x_weighted_length(body) > X_MAX_WEIGHTED:
+            return ReplyResult(
+                f"Too long for X ({x_weighted_length(body)} of {X_MAX_WEIGHTED}); not sent.",
+                False,
+            )
+        destination = adapter.reply_destination(mention_from_row(mention).mention)
+        now = self._store.clock.now()
+        async with self._store.write() as conn:
+            await conn.execute(
+                outbox.insert().values(
+                    ticket_id=ticket_id,
+                    kind=OutboxKind.REPLY.value,
+                    platform=platform.value,
+                    destination=destination,
+                    text=body,
+                    idempotency_key=f"reply:{ticket_id}:{message_id}",
+                    state=OutboxState.PENDING.value,
+                    priority=0,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                update(tickets)
+                .where(tickets.c.id == ticket_id)
+                .values(
+                    first_response_at=ticket["first_response_at"] or now,
+                    last_staff_reply_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                ticket_events.insert().values(
+                    ticket_id=ticket_id,
+                    at=now,
+                    actor=member.name,
+                    kind="staff_reply",
+                    from_state=ticket["state"],
+                    to_state=ticket["state"],
+                    reason=body[:500],
+                    data={"telegram_message_id": message_id},
+                )
+            )
+            await self._queue_card_edits(conn, ticket_id, now)
+        self.on_queued()
+        return ReplyResult(f"Reply to {ref} queued for @{ticket['customer_handle']}.", True)

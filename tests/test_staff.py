@@ -1,0 +1,178 @@
+"""Staff escalation in Telegram, end to end: real PTB against the fake Bot API, real tweepy
+against the fake X, the escalation sweep driven with an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.sandbox.telegram_fake import FakeTelegram, TgUser
+from bot.sandbox.x_fake import FakeX
+from handlers.staff import Action, Verb
+from tests.conftest import ConfigDir
+from tests.harness import FakeClock, Service, eventually, make_config, polls_after, start_service
+
+STAFF_ON = {"enabled": True}
+SUPPORT = -1001000000001  # the default config's groups
+LEADS = -1001000000002
+SAM = TgUser(1002, "Sam", "sam_support")
+DANA = TgUser(1001, "Dana", "dana_lead")
+STRANGER = TgUser(999, "Mallory", "mallory")
+COMPLAINT = "@acme_care my parcel is lost <b>again</b> & nobody answers"
+
+
+async def open_ticket(svc: Service, fake_x: FakeX, text: str = COMPLAINT) -> tuple[str, int]:
+    await polls_after(fake_x, 1)
+    tweet = fake_x.inject_mention(author="jenny_k", text=text)
+    await eventually(lambda: _has_ticket(svc))
+    [ticket] = await svc.tickets()
+    return tweet, ticket["id"]
+
+
+async def _has_ticket(svc: Service) -> bool:
+    return len(await svc.tickets()) == 1
+
+
+async def card_in(fake_tg: FakeTelegram, chat: int) -> dict[str, object]:
+    await eventually(lambda: len(fake_tg.sent(chat)) >= 1)
+    return fake_tg.sent(chat)[0]
+
+
+async def test_a_complaint_becomes_a_card_that_staff_claim_and_strangers_cannot(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg
+    )
+    try:
+        _, tid = await open_ticket(svc, fake_x)
+        assert svc.running.sweep is not None
+        await svc.running.sweep.run_once()
+        card = await card_in(fake_tg, SUPPORT)
+        text = str(card["text"])
+        assert f"CB-{tid}" in text
+        assert "my parcel is lost <b>again</b> & nobody answers" in text  # escaped, shown as typed
+        assert "@jenny_k" in text
+        datas = [d for row in fake_tg.buttons(SUPPORT, int(card["message_id"])) for _, d in row]
+        for verb in ("claim", "resolve", "snooze30", "snooze4h", "escalate", "cat_question"):
+            assert f"{verb}:{tid}" in datas
+
+        mid = int(card["message_id"])
+        fake_tg.click(SUPPORT, mid, STRANGER, f"claim:{tid}")
+        await eventually(lambda: len(fake_tg.callback_answers) == 1)
+        refusal = fake_tg.callback_answers[0]
+        assert refusal["show_alert"] is True
+        assert "Only configured support staff" in refusal["text"]
+
+        assert "Dana" in text  # the urgent policy pages the lead on the card itself
+        fake_tg.click(SUPPORT, mid, SAM, f"claim:{tid}")
+        await eventually(lambda: len(fake_tg.callback_answers) == 2)
+        assert fake_tg.callback_answers[1]["text"] == f"You have CB-{tid}."
+        await eventually(lambda: "claimed by Sam" in str(fake_tg.sent(SUPPORT)[0]["text"]))
+        assert len(fake_tg.sent(SUPPORT)) == 1  # edited in place, never re-posted
+        assert len(fake_tg.edits(SUPPORT, mid)) >= 2
+    finally:
+        await svc.shutdown()
+    [ticket] = await svc.tickets()
+    assert (ticket["state"], ticket["claimed_by"]) == ("claimed", "Sam")
+    kinds = [(e["kind"], e["actor"]) for e in await svc.events(tid)]
+    assert ("refused", "telegram:999 (@mallory)") in kinds
+    assert ("claimed", "Sam") in kinds
+
+
+async def test_two_concurrent_claims_have_exactly_one_winner(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(
+        make_config(config_copy, db_url, staff=STAFF_ON), fake_x, telegram=fake_tg
+    )
+    try:
+        _, tid = await open_ticket(svc, fake_x)
+        desk = svc.running.desk
+        assert desk is not None
+        outcomes = await asyncio.gather(
+            desk.act(Action(Verb.CLAIM, tid), SAM.id, "sam"),
+            desk.act(Action(Verb.CLAIM, tid), DANA.id, "dana"),
+        )
+    finally:
+        await svc.shutdown()
+    messages = sorted(o.message for o in outcomes)
+    assert sum(m == f"You have CB-{tid}." for m in messages) == 1
+    [loser] = [m for m in messages if m != f"You have CB-{tid}."]
+    [ticket] = await svc.tickets()
+    assert loser == f"CB-{tid} is already claimed by {ticket['claimed_by']}."
+    claims = [e for e in await svc.events(tid) if e["kind"] == "claimed"]
+    assert len(claims) == 1
+
+
+async def test_a_staff_reply_reaches_the_customer_in_thread_exactly_once(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(
+        make_config(config_copy, db_url, staff=STAFF_ON), fake_x, telegram=fake_tg
+    )
+    try:
+        tweet, tid = await open_ticket(svc, fake_x)
+        assert svc.running.sweep is not None
+        await svc.running.sweep.run_once()
+        card = await card_in(fake_tg, SUPPORT)
+        await eventually(lambda: len(fake_x.posts_in_reply_to(tweet)) == 1)  # the ack
+        reply = "Found it: your parcel is at the depot, it will be with you tomorrow."
+        fake_tg.user_message(SUPPORT, SAM, reply, reply_to_message_id=int(card["message_id"]))
+        await eventually(lambda: len(fake_x.posts_in_reply_to(tweet)) == 2)
+        chatter = fake_tg.user_message(SUPPORT, DANA, "nice one Sam")  # not a reply to a card
+        await polls_after(fake_x, 3)
+    finally:
+        await svc.shutdown()
+    posts = fake_x.posts_in_reply_to(tweet)
+    assert [p["text"] for p in posts][1:] == [reply]
+    [ticket] = await svc.tickets()
+    assert ticket["first_response_at"] is not None
+    events = [e for e in await svc.events(tid) if e["kind"] == "staff_reply"]
+    assert [(e["actor"], e["reason"]) for e in events] == [("Sam", reply)]
+    assert chatter["text"] == "nice one Sam"
+    assert "No human response yet".lower() not in str(fake_tg.sent(SUPPORT)[0]["text"]).lower()
+
+
+async def test_the_ladder_climbs_until_resolved_and_survives_a_restart(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    clock = FakeClock()
+    config = make_config(config_copy, sqlite_url, staff=STAFF_ON)
+    # a calm question: the "standard" policy (support at 0, reminder at 10m, leads at 30m)
+    question = "@acme_care hi, quick question: do you ship to Norway?"
+    svc = await start_service(config, fake_x, telegram=fake_tg, clock=clock)
+    try:
+        _, tid = await open_ticket(svc, fake_x, question)
+        sweep = svc.running.sweep
+        assert sweep is not None
+        assert await sweep.run_once() >= 1
+        await card_in(fake_tg, SUPPORT)
+        clock.advance(minutes=9)
+        assert await sweep.run_once() == 0
+        clock.advance(minutes=1)
+        assert await sweep.run_once() >= 1  # +10m: reminder to support
+        await eventually(lambda: len(fake_tg.sent(SUPPORT)) == 2)
+        assert "reminder" in str(fake_tg.sent(SUPPORT)[1]["text"]).lower()
+    finally:
+        await svc.shutdown()
+
+    clock.advance(minutes=25)  # down over the +30m step
+    svc = await start_service(config, fake_x, telegram=fake_tg, clock=clock)
+    try:
+        sweep = svc.running.sweep
+        assert sweep is not None
+        assert await sweep.run_once() >= 1  # tier 2 fires once after the restart
+        assert await sweep.run_once() == 0
+        card = await card_in(fake_tg, LEADS)
+        assert f"CB-{tid}" in str(card["text"])
+        desk = svc.running.desk
+        assert desk is not None
+        await desk.act(Action(Verb.RESOLVE, tid), DANA.id, "dana")
+        clock.advance(hours=3)
+        assert await sweep.run_once() == 0  # only resolved ends it
+        await eventually(lambda: "resolved" in str(fake_tg.sent(SUPPORT)[0]["text"]))
+    finally:
+        await svc.shutdown()
+    notices = [e for e in await svc.events(tid) if e["kind"] == "escalated"]
+    assert len(notices) == 3
+    assert len(fake_tg.sent(LEADS)) == 1
