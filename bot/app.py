@@ -14,7 +14,7 @@ import random
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -33,7 +33,8 @@ from bot.pipeline import Pipeline, Screening
 from bot.platforms.base import PlatformAdapter
 from bot.platforms.telegram_staff import TelegramStaffChat
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
-from bot.sandbox.telegram_fake import FakeTelegram
+from bot.sandbox.staff_sim import StaffSimulator
+from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.traffic import DEFAULT_BOT_AUTHORS, TrafficGenerator, run_traffic
 from bot.sandbox.x_fake import FakeX
 from bot.staff import StaffDesk
@@ -118,10 +119,7 @@ async def run(
         if desk is not None:
             desk.on_queued = sender.wake
         pipeline = running.pipeline = _pipeline(config, store, adapters, sender)
-        if out is not None and cb.sandbox.live_log:
-            view = LiveView(out, clock, cb.tickets.ref_prefix)
-            pipeline.observers.append(view.mentions)
-            sender.observers.append(view.sent)
+        view = _live_view(config, out, clock, pipeline, sender, desk)
         await pipeline.recover()
 
         sender_task = supervisor.spawn(sender.run(), name="outbox-sender")
@@ -136,10 +134,14 @@ async def run(
                 ref_prefix=cb.tickets.ref_prefix,
                 on_queued=sender.wake,
             )
+            if view is not None:
+                sweep.observers.append(view.staff)
             if sweep_jobs:
                 _schedule_sweep(sweep, cb.staff.sweep_interval, stack)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_traffic(config, fake_x, supervisor, stack)
+            if running.fake_telegram is not None and fake_telegram is None:
+                _start_staff_simulator(config, running.fake_telegram, supervisor, stack)
 
         running.started.set()
         logger.info("carebot running: %s", ", ".join(p.value for p in adapters))
@@ -159,6 +161,25 @@ async def _start_fake(stack: AsyncExitStack, given: FakeX | None, out: TextIO | 
             f"(inject mentions: POST {fake.base_url}/_sandbox/mentions)\n"
         )
     return fake
+
+
+def _live_view(  # noqa: PLR0917 — the composition root passes its parts
+    config: Config,
+    out: TextIO | None,
+    clock: Clock,
+    pipeline: Pipeline,
+    sender: OutboxSender,
+    desk: StaffDesk | None,
+) -> LiveView | None:
+    """The readable per-mention view, when there is a terminal to show it on."""
+    if out is None or not config.carebot.sandbox.live_log:
+        return None
+    view = LiveView(out, clock, config.carebot.tickets.ref_prefix)
+    pipeline.observers.append(view.mentions)
+    sender.observers.append(view.sent)
+    if desk is not None:
+        desk.observers.append(view.staff)
+    return view
 
 
 async def _staff_chat(  # noqa: PLR0917 — the composition root passes its parts
@@ -277,6 +298,21 @@ def _pipeline(
     )
 
 
+def _start_staff_simulator(
+    config: Config, fake: FakeTelegram, supervisor: TaskSupervisor, stack: AsyncExitStack
+) -> None:
+    staff = config.carebot.staff
+    sim = StaffSimulator(
+        fake,
+        chats=[g.chat_id for g in staff.groups],
+        members=[TgUser(m.telegram_user_id, m.name) for m in staff.members],
+        rng=random.Random(config.carebot.sandbox.seed),
+    )
+    flag = asyncio.Event()
+    task = supervisor.spawn(sim.run(flag), name="sandbox-staff")
+    stack.push_async_callback(_stop_task, flag, task)
+
+
 def _start_traffic(
     config: Config, fake: FakeX, supervisor: TaskSupervisor, stack: AsyncExitStack
 ) -> None:
@@ -293,10 +329,10 @@ def _start_traffic(
         ),
         name="sandbox-traffic",
     )
-    stack.push_async_callback(_stop_traffic, flag, task)
+    stack.push_async_callback(_stop_task, flag, task)
 
 
-async def _stop_traffic(flag: asyncio.Event, task: asyncio.Task[int]) -> None:
+async def _stop_task(flag: asyncio.Event, task: asyncio.Task[Any]) -> None:
     flag.set()
     try:
         await asyncio.wait_for(task, timeout=2)

@@ -62,6 +62,7 @@ class EscalationSweep:
         self._agents = [m.name for m in staff.members if m.role == "agent"]
         self._prefix = ref_prefix
         self._on_queued = on_queued
+        self.observers: list[Callable[[str], None]] = []
 
     async def run_once(self) -> int:
         """Process every ticket due now (in batches); return how many notices were queued."""
@@ -179,6 +180,8 @@ class EscalationSweep:
             rows.append(self._row(t, card, f"card update for {t['id']}", now))
             rows.append(self._row(t, {"chat_id": chat_id, "reply_to_card": t["id"]}, text, now))
         await conn.execute(outbox.insert(), rows)
+        for observer in self.observers:
+            observer(f"⏰ {ticket_ref(self._prefix, t['id'])} → {notice.group}: {notice.reason}")
         return len(rows)
 
     def _people(self, notice: Notice) -> str:

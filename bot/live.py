@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from bot.clock import Clock
-from bot.domain import MentionStatus
+from bot.domain import MentionStatus, OutboxKind
 from bot.store import Applied, OutboxRow, ticket_ref
 
 MAX_TEXT = 90
@@ -55,8 +55,14 @@ class LiveView:
                 f"{head}\n         {verdict}\n         ticket {ref} (priority {prio}{policy}){ack}"
             )
 
+    def staff(self, line: str) -> None:
+        """Describe a staff action or an escalation notice."""
+        self._line(f"{'staff':<8} {line}")
+
     def sent(self, row: OutboxRow, message_id: str) -> None:
         """Describe a delivered outbox row."""
+        if row.kind is OutboxKind.STAFF:
+            return  # the sweep and the desk already said what staff were sent
         ref = f" for {ticket_ref(self._prefix, row.ticket_id)}" if row.ticket_id else ""
         self._line(
             f"{row.platform.value:<8} ✓ {row.kind.value}{ref} delivered (message {message_id})"

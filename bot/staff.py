@@ -124,6 +124,7 @@ class StaffDesk:
         self._adapters = adapters
         self._prefix = ref_prefix
         self.on_queued = on_queued
+        self.observers: list[Callable[[str], None]] = []
         self.members = {
             m.telegram_user_id: Member(m.name, m.telegram_user_id, m.role) for m in staff.members
         }
@@ -178,6 +179,7 @@ class StaffDesk:
             await self._event(
                 ticket["id"], actor, "refused", f"{action.verb.value} refused: not staff"
             )
+            self._tell(f"{actor} tried to {action.verb.value} {view.ref}: refused (not staff)")
             return outcome
         if not outcome.changes and outcome.to_state is None:
             return outcome
@@ -195,7 +197,12 @@ class StaffDesk:
                 else f"{view.ref} changed meanwhile; try again."
             )
         self.on_queued()
+        self._tell(f"{actor}: {outcome.message}")
         return outcome
+
+    def _tell(self, line: str) -> None:
+        for observer in self.observers:
+            observer(line)
 
     async def _apply(  # noqa: PLR0917 — one call site, all parts of one change
         self,
@@ -384,4 +391,5 @@ class StaffDesk:
             )
             await self._queue_card_edits(conn, ticket_id, now)
         self.on_queued()
+        self._tell(f"{member.name} replied to {ref}: “{body[:80]}”")
         return ReplyResult(f"Reply to {ref} queued for @{ticket['customer_handle']}.", True)

@@ -176,3 +176,30 @@ async def test_the_ladder_climbs_until_resolved_and_survives_a_restart(
     notices = [e for e in await svc.events(tid) if e["kind"] == "escalated"]
     assert len(notices) == 3
     assert len(fake_tg.sent(LEADS)) == 1
+
+
+async def test_recategorise_changes_category_and_policy_and_records_a_label_correction(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg
+    )
+    try:
+        _, tid = await open_ticket(svc, fake_x, "@acme_care how do I change my delivery address?")
+        assert svc.running.sweep is not None
+        await svc.running.sweep.run_once()
+        card = await card_in(fake_tg, SUPPORT)
+        [before] = await svc.tickets()
+        assert (before["category"], before["policy"]) == ("question", "standard")
+        fake_tg.click(SUPPORT, int(card["message_id"]), SAM, f"cat_praise:{tid}")
+        await eventually(lambda: len(fake_tg.callback_answers) == 1)
+        assert fake_tg.callback_answers[0]["text"] == f"CB-{tid} is now a praise."
+        await eventually(lambda: "Praise · CB-" in str(fake_tg.sent(SUPPORT)[0]["text"]))
+    finally:
+        await svc.shutdown()
+    [after] = await svc.tickets()
+    assert (after["category"], after["policy"]) == ("praise", "kudos")
+    assert after["policy_snapshot"]["name"] == "kudos"
+    [event] = [e for e in await svc.events(tid) if e["kind"] == "recategorised"]
+    assert event["actor"] == "Sam"
+    assert event["data"] == {"from": "question", "to": "praise", "label_correction": True}
