@@ -61,7 +61,7 @@ def _drive(proc: subprocess.Popen[str], lines: list[str]) -> tuple[int, str]:
         # The brief's promise: tickets within 10 seconds of starting, from a fresh clone.
         assert seen_ticket.wait(timeout=10), "no ticket within 10s:\n" + "".join(lines)
         deadline = time.monotonic() + 30
-        wanted = ("delivered", "staff    ⏰ CB-", "staff    Dana: You have CB-", "replied to CB-")
+        wanted = ("delivered", "staff    ⏰ CB-", "replied to CB-", "✓ reply for CB-")
         while not all(any(w in line for line in lines) for w in wanted):
             if time.monotonic() > deadline:
                 break
