@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -133,6 +134,7 @@ async def run(
                 staff=cb.staff,
                 ref_prefix=cb.tickets.ref_prefix,
                 on_queued=sender.wake,
+                budget=_chat_budget(adapters),
             )
             if view is not None:
                 sweep.observers.append(view.staff)
@@ -161,6 +163,11 @@ async def _start_fake(stack: AsyncExitStack, given: FakeX | None, out: TextIO | 
             f"(inject mentions: POST {fake.base_url}/_sandbox/mentions)\n"
         )
     return fake
+
+
+def _chat_budget(adapters: dict[Platform, PlatformAdapter]) -> Callable[[int], int] | None:
+    chat = adapters.get(Platform.STAFF)
+    return chat.budget_left if isinstance(chat, TelegramStaffChat) else None
 
 
 def _live_view(  # noqa: PLR0917 — the composition root passes its parts

@@ -68,11 +68,18 @@ class PermanentError(AdapterError):
 
 
 class RateLimited(AdapterError):
-    """The platform refused for now; no request to it should be made before ``reset_at``."""
+    """The platform refused for now; no request to it should be made before ``reset_at``.
 
-    def __init__(self, message: str, reset_at: datetime | None) -> None:
+    ``scope`` narrows the wait to one destination (one chat's budget is spent, the others
+    are free); None means the whole platform must wait.
+    """
+
+    def __init__(
+        self, message: str, reset_at: datetime | None, *, scope: str | None = None
+    ) -> None:
         super().__init__(message)
         self.reset_at = reset_at
+        self.scope = scope
 
 
 class TransientError(AdapterError):

@@ -54,6 +54,7 @@ class EscalationSweep:
         staff: StaffConfig,
         ref_prefix: str,
         on_queued: Callable[[], None] = lambda: None,
+        budget: Callable[[int], int] | None = None,
     ) -> None:
         self._store = store
         self._groups = {g.name: g.chat_id for g in staff.groups}
@@ -62,6 +63,9 @@ class EscalationSweep:
         self._agents = [m.name for m in staff.members if m.role == "agent"]
         self._prefix = ref_prefix
         self._on_queued = on_queued
+        self._budget = budget
+        self._free: dict[int, int] = {}
+        self._digests: dict[int, tuple[int, list[int]]] = {}
         self.observers: list[Callable[[str], None]] = []
 
     async def run_once(self) -> int:
@@ -91,6 +95,8 @@ class EscalationSweep:
         queued = 0
         async with self._store.write() as conn:
             rows = (await conn.execute(sel)).mappings().all()
+            if rows:
+                await self._load_budgets(conn)
             for t in rows:
                 queued += await self._advance(conn, t, now)
         return queued, len(rows)
@@ -147,6 +153,50 @@ class EscalationSweep:
             )
         return queued
 
+    async def _load_budgets(self, conn: AsyncConnection) -> None:
+        """How many new messages each staff chat can still take, given what is queued."""
+        self._free, self._digests = {}, {}
+        if self._budget is None:
+            return
+        queued = await conn.execute(
+            select(outbox.c.id, outbox.c.destination).where(
+                outbox.c.platform == Platform.STAFF.value,
+                outbox.c.state.in_([OutboxState.PENDING.value, OutboxState.SENDING.value]),
+            )
+        )
+        waiting: dict[int, int] = {}
+        for row_id, dest in queued.all():
+            chat = int(dest["chat_id"])
+            waiting[chat] = waiting.get(chat, 0) + 1
+            if dest.get("digest"):
+                self._digests[chat] = (row_id, [int(i) for i in dest["digest"]])
+        for chat in self._groups.values():
+            self._free[chat] = self._budget(chat) - waiting.get(chat, 0)
+
+    async def _fold_into_digest(
+        self, conn: AsyncConnection, t: RowMapping, chat_id: int, now: datetime
+    ) -> int:
+        """Add a ticket to its chat's pending digest (one message for many tickets)."""
+        row_id, ids = self._digests.get(chat_id, (0, []))
+        ids = [*ids, t["id"]]
+        if row_id:
+            moved = await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row_id, outbox.c.state == OutboxState.PENDING.value)
+                .values(destination={"chat_id": chat_id, "digest": ids})
+            )
+            if moved.rowcount == 1:
+                self._digests[chat_id] = (row_id, ids)
+                return 0
+            ids = [t["id"]]  # that digest is on its way: start the next one
+        row = self._row(t, {"chat_id": chat_id, "digest": ids}, "digest", now)
+        row["priority"] = 0
+        new_id = (
+            await conn.execute(outbox.insert().values(**row).returning(outbox.c.id))
+        ).scalar_one()
+        self._digests[chat_id] = (new_id, ids)
+        return 1
+
     async def _notify(
         self, conn: AsyncConnection, t: RowMapping, notice: Notice, now: datetime
     ) -> int:
@@ -160,6 +210,11 @@ class EscalationSweep:
             )
         )
         has_card = existing.first() is not None
+        if self._budget is not None and self._free.get(chat_id, 1) < 2:  # keep one for a digest
+            for observer in self.observers:
+                observer(f"⏰ {ticket_ref(self._prefix, t['id'])} → {notice.group}: in a digest")
+            return await self._fold_into_digest(conn, t, chat_id, now)
+        self._free[chat_id] = self._free.get(chat_id, 0) - 1
         people = self._people(notice)
         card: dict[str, Any] = {"card": t["id"], "chat_id": chat_id}
         rows: list[dict[str, Any]] = []

@@ -162,6 +162,9 @@ class OutboxSender:
         if exc.reset_at is None:
             await self._retry(row, str(exc))
             return
+        if exc.scope is not None:  # only this destination must wait
+            await self._store.mark_retry(row, exc.reset_at, str(exc), count_attempt=False)
+            return
         self._paused[row.platform] = exc.reset_at
         logger.warning("outbox: %s rate limited until %s", row.platform, exc.reset_at.isoformat())
         await self._store.mark_retry(row, exc.reset_at, str(exc), count_attempt=False)

@@ -26,6 +26,7 @@ from bot.textlimits import X_MAX_WEIGHTED, x_weighted_length
 from handlers.staff import Action, Member, Outcome, TicketView, Verb, decide
 
 CATEGORY_ICON: Final = {"complaint": "🔴", "question": "🔵", "praise": "💚", "other": "⚪"}
+DIGEST_SHOWN: Final = 10  # tickets shown in full in a digest; the rest by reference
 MAX_CARD_TEXT: Final = 1500  # the customer's text on a card; Telegram allows 4096 in all
 
 
@@ -302,6 +303,45 @@ class StaffDesk:
             f"telegram:{user_id}",
         )
         return html.escape(outcome.message)
+
+    async def digest(self, ticket_ids: list[int]) -> str:
+        """One message for many tickets (a storm): counts by category, most urgent first."""
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(
+                    tickets.c.id,
+                    tickets.c.category,
+                    tickets.c.priority,
+                    tickets.c.customer_handle,
+                    tickets.c.created_at,
+                    mentions.c.text,
+                )
+                .join(mentions, mentions.c.id == tickets.c.mention_id)
+                .where(tickets.c.id.in_(ticket_ids), tickets.c.state != TicketState.RESOLVED.value)
+                .order_by(tickets.c.priority, tickets.c.created_at)
+            )
+            rows = result.mappings().all()
+        if not rows:
+            return ""
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["category"]] = counts.get(r["category"], 0) + 1
+        summary = ", ".join(f"{n} {c}" for c, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines = [
+            f"📋 <b>Digest: {len(rows)} tickets need a look</b> ({summary}).",
+            "The group's message budget is spent, so they come together. Most urgent first:",
+        ]
+        for r in rows[:DIGEST_SHOWN]:
+            lines.append(
+                f"{CATEGORY_ICON.get(r['category'], '')} p{r['priority']} "
+                f"{ticket_ref(self._prefix, r['id'])} @{html.escape(r['customer_handle'])}: "
+                f"“{html.escape(' '.join(r['text'].split())[:70])}”"
+            )
+        if len(rows) > DIGEST_SHOWN:
+            rest = ", ".join(ticket_ref(self._prefix, r["id"]) for r in rows[DIGEST_SHOWN:])
+            lines.append(f"Also: {rest}")
+        lines.append("/ticket N posts a ticket's card here; /queue lists what is open.")
+        return "\n".join(lines)[:4000]
 
     async def _queue(self) -> str:
         async with self._store.read() as conn:

@@ -31,7 +31,7 @@ from bot.domain import (
     TicketState,
     Verdict,
 )
-from bot.models import cursors, mentions, outbox, ticket_events, tickets
+from bot.models import cursors, mentions, outbox, staff_cards, ticket_events, tickets
 
 SYSTEM_ACTOR: Final = "carebot"
 READ_ONLY: Final = "carebot_read_only"
@@ -448,6 +448,23 @@ class Store:
             "last_error": None,
             "created_at": now,
         }
+
+    async def put_card(self, ticket_id: int, chat_id: int, message_id: int) -> None:
+        """Remember (or move) the message that is a ticket's card in a staff chat."""
+        now = self.clock.now()
+        stmt = self._insert(staff_cards).values(
+            ticket_id=ticket_id,
+            chat_id=chat_id,
+            message_id=message_id,
+            created_at=now,
+            updated_at=now,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["ticket_id", "chat_id"],
+            set_={"message_id": message_id, "updated_at": now},
+        )
+        async with self.write() as conn:
+            await conn.execute(stmt)
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -203,3 +203,61 @@ async def test_recategorise_changes_category_and_policy_and_records_a_label_corr
     [event] = [e for e in await svc.events(tid) if e["kind"] == "recategorised"]
     assert event["actor"] == "Sam"
     assert event["data"] == {"from": "question", "to": "praise", "label_correction": True}
+
+
+def _max_per_minute(fake: FakeTelegram, chat: int) -> int:
+    times = sorted(
+        r.at
+        for r in fake.requests
+        if r.method == "sendMessage" and r.chat_id == chat and r.status == 200
+    )
+    return max((sum(1 for u in times if t <= u < t + 60) for t in times), default=0)
+
+
+async def _staff_queue_settled(svc: Service, clock: FakeClock) -> bool:
+    rows = await svc.outbox()
+    return not any(
+        r["platform"] == "staff"
+        and r["state"] in ("pending", "sending")
+        and r["next_attempt_at"] <= clock.now()
+        for r in rows
+    )
+
+
+async def test_a_storm_stays_inside_the_group_budget_and_every_ticket_is_shown(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX
+) -> None:
+    clock = FakeClock()
+    fake_tg = FakeTelegram(clock=lambda: clock.now().timestamp())  # flood control on our time
+    await fake_tg.start()
+    config = make_config(config_copy, sqlite_url, staff=STAFF_ON)
+    svc = await start_service(config, fake_x, telegram=fake_tg, clock=clock)
+    try:
+        await polls_after(fake_x, 1)
+        for i in range(300):
+            fake_x.inject_mention(
+                author=f"angry_{i}",
+                text=f"@acme_care order {i} never arrived, still no refund, terrible",
+            )
+        await eventually(lambda: _count_tickets(svc, 300), timeout=60)
+        sweep = svc.running.sweep
+        assert sweep is not None
+        for _ in range(4):  # four minutes of the storm, swept and delivered minute by minute
+            await sweep.run_once()
+            await eventually(lambda: _staff_queue_settled(svc, clock), timeout=60)
+            clock.advance(seconds=61)
+    finally:
+        await svc.shutdown()
+        await fake_tg.stop()
+    assert fake_tg.flood_refusals == 0  # no 429 at all: we stay under the limit ourselves
+    assert _max_per_minute(fake_tg, SUPPORT) <= 20
+    shown = "\n".join(str(m["text"]) for m in fake_tg.sent(SUPPORT))
+    tickets = await svc.tickets()
+    missing = [t["id"] for t in tickets if f"CB-{t['id']}" not in shown]
+    assert not missing, f"{len(missing)} tickets never reached the support group"
+    assert "Digest:" in shown
+    assert len(fake_tg.sent(SUPPORT)) <= 20 * 4
+
+
+async def _count_tickets(svc: Service, n: int) -> bool:
+    return len(await svc.tickets()) >= n

@@ -13,7 +13,7 @@ import os
 from datetime import timedelta
 from typing import Any, ClassVar, Final
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
@@ -53,6 +53,7 @@ from bot.errors import (
 )
 from bot.models import staff_cards
 from bot.platforms.base import MentionSink, PlatformAdapter
+from bot.ratelimit import SlidingWindow
 from bot.staff import Card, StaffDesk, render_card
 from bot.store import Store
 from bot.tasks import TaskSupervisor
@@ -61,6 +62,11 @@ from handlers.staff import parse_callback
 logger = logging.getLogger(__name__)
 
 LONG_POLL: Final = 10  # seconds a getUpdates call may wait for news
+# Telegram's published limits (bots FAQ): 20 messages a minute in a group, about one a second
+# in a private chat, 30 a second overall. We keep under them instead of collecting 429s.
+GROUP_PER_MINUTE: Final = 20
+PRIVATE_PER_SECOND: Final = 1
+OVERALL_PER_SECOND: Final = 30
 
 
 def _markup(card: Card) -> InlineKeyboardMarkup:
@@ -133,6 +139,32 @@ class TelegramStaffChat(PlatformAdapter):
         )
         self.app.add_error_handler(self._on_error)
         self._running = False
+        self._groups = SlidingWindow(GROUP_PER_MINUTE, timedelta(minutes=1))
+        self._private = SlidingWindow(PRIVATE_PER_SECOND, timedelta(seconds=1))
+        self._overall = SlidingWindow(OVERALL_PER_SECOND, timedelta(seconds=1))
+
+    def budget_left(self, chat_id: int) -> int:
+        """New messages ``chat_id`` can take in the current minute (edits are not counted)."""
+        now = self._clock.now()
+        if chat_id < 0:
+            return GROUP_PER_MINUTE - self._groups.used(chat_id, now)
+        return PRIVATE_PER_SECOND * 60 - self._private.used(chat_id, now)
+
+    def _spend(self, chat_id: int) -> None:
+        """Take one new message from the budgets, or raise ``RateLimited`` scoped to the chat."""
+        now = self._clock.now()
+        per_chat = self._groups if chat_id < 0 else self._private
+        waits = [
+            w for w in (per_chat.wait_until(chat_id, now), self._overall.wait_until(0, now)) if w
+        ]
+        if waits:
+            raise RateLimited(
+                f"staff chat {chat_id}: keeping under Telegram's limits",
+                max(waits),
+                scope=f"chat:{chat_id}",
+            )
+        per_chat.record(chat_id, now)
+        self._overall.record(0, now)
 
     @property
     def own_account_ids(self) -> frozenset[str]:
@@ -224,15 +256,11 @@ class TelegramStaffChat(PlatformAdapter):
                     raise
             return str(message_id)
         text = f"{card.html}\n{ping}" if ping else card.html
+        self._spend(chat_id)
         sent = await self.app.bot.send_message(
             chat_id, text, parse_mode=ParseMode.HTML, reply_markup=_markup(card)
         )
-        async with self._store.write() as conn:
-            await conn.execute(
-                update(staff_cards)
-                .where(staff_cards.c.ticket_id == ticket_id, staff_cards.c.chat_id == chat_id)
-                .values(message_id=sent.message_id, updated_at=self._clock.now())
-            )
+        await self._store.put_card(ticket_id, chat_id, sent.message_id)
         return str(sent.message_id)
 
     async def _notice(self, destination: dict[str, Any], text: str) -> str:
@@ -242,10 +270,31 @@ class TelegramStaffChat(PlatformAdapter):
             card_id = await self._card_message(int(destination["reply_to_card"]), chat_id)
             if card_id is not None:
                 reply = ReplyParameters(card_id, allow_sending_without_reply=True)
+        if destination.get("digest"):
+            text = await self._desk.digest([int(i) for i in destination["digest"]])
+            if not text:
+                return "digest:empty"  # every ticket in it was resolved meanwhile
+        self._spend(chat_id)
         sent = await self.app.bot.send_message(
             chat_id, text, parse_mode=ParseMode.HTML, reply_parameters=reply
         )
         return str(sent.message_id)
+
+    async def post_card(self, ticket_id: int, chat_id: int) -> bool:
+        """Post a ticket's card (with buttons) in ``chat_id`` now, for ``/ticket N``."""
+        loaded = await self._desk.load(ticket_id)
+        if loaded is None:
+            return False
+        card = render_card(*loaded, self._clock.now(), self._prefix)
+        try:
+            self._spend(chat_id)
+        except RateLimited:
+            return False
+        sent = await self.app.bot.send_message(
+            chat_id, card.html, parse_mode=ParseMode.HTML, reply_markup=_markup(card)
+        )
+        await self._store.put_card(ticket_id, chat_id, sent.message_id)
+        return True
 
     # -- updates from staff ------------------------------------------------------------------
 
@@ -289,6 +338,10 @@ class TelegramStaffChat(PlatformAdapter):
             return
         command, *args = message.text.split(maxsplit=2)
         name = command.lstrip("/").split("@")[0]
+        if name == "ticket" and args and args[0].lstrip("#").removeprefix(self._prefix).isdigit():
+            ticket_id = int(args[0].lstrip("#").removeprefix(self._prefix))
+            if await self.post_card(ticket_id, message.chat_id):
+                return
         text = await self._desk.command(
             name, args, message.from_user.id if message.from_user else 0
         )
