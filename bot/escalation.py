@@ -20,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.config import StaffConfig
 from bot.domain import OutboxKind, OutboxState, Platform, TicketState
-from bot.ladder import LadderState, Notice, apply_notice, due, policy_from_snapshot, schedule
+from bot.ladder import (
+    LadderState,
+    Notice,
+    apply_notice,
+    due,
+    next_due,
+    policy_from_snapshot,
+    schedule,
+)
 from bot.models import outbox, staff_cards, ticket_events, tickets
 from bot.store import SYSTEM_ACTOR, Store, ticket_ref
 
@@ -42,6 +50,33 @@ def ladder_state(t: Mapping[str, Any]) -> LadderState:
         last_staff_reply_at=t["last_staff_reply_at"],
         snoozed_until=t["snoozed_until"],
     )
+
+
+def reschedule(
+    row: Mapping[str, Any], now: datetime, *, escalate_now: bool = False
+) -> dict[str, Any]:
+    """Timer fields for a ticket whose state a person just changed (claim, snooze, reply, …).
+
+    ``escalate_now`` moves the ladder forward by the time left to its next step, so that step
+    is due at once and the ones after it keep their spacing.
+    """
+    snapshot = row.get("policy_snapshot")
+    if not snapshot:
+        return {"next_escalation_at": None}
+    try:
+        _, policy = policy_from_snapshot(snapshot)
+    except ValueError:
+        return {"next_escalation_at": None}
+    st = ladder_state(row)
+    out: dict[str, Any] = {}
+    if escalate_now:
+        upcoming = next_due(policy, st)
+        if upcoming is not None and upcoming > now:
+            start = (row["ladder_started_at"] or row["created_at"]) - (upcoming - now)
+            out["ladder_started_at"] = start
+            st = ladder_state({**row, "ladder_started_at": start})
+    out["next_escalation_at"] = schedule(policy, st, now)
+    return out
 
 
 class EscalationSweep:

@@ -8,16 +8,18 @@ transaction that also queues the card edit (and any customer reply) in the outbo
 from __future__ import annotations
 
 import html
+import statistics
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, func, select, update
 
 from bot.config import StaffConfig
 from bot.domain import Category, OutboxKind, OutboxState, Platform, TicketState
+from bot.escalation import reschedule
 from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
@@ -224,6 +226,9 @@ class StaffDesk:
         values = {**changes, "updated_at": now}
         if outcome.to_state is not None:
             values["state"] = outcome.to_state.value
+        values.update(
+            reschedule({**ticket, **values}, now, escalate_now=action.verb is Verb.ESCALATE)
+        )
         async with self._store.write() as conn:
             moved = await conn.execute(stmt.values(**values))
             if moved.rowcount != 1:
@@ -286,9 +291,11 @@ class StaffDesk:
             )
 
     async def command(self, name: str, args: list[str], user_id: int) -> str:
-        """Answer ``/queue``, ``/ticket N`` and ``/resolve N [note]`` (Telegram HTML)."""
+        """Answer ``/queue``, ``/stats``, ``/ticket N``, ``/resolve N [note]`` (Telegram HTML)."""
         if name == "queue":
             return await self._queue()
+        if name == "stats":
+            return await self.stats()
         if not args or not args[0].lstrip("#").removeprefix(self._prefix).isdigit():
             return f"Usage: /{name} N  (a ticket number, e.g. /{name} 42)"
         ticket_id = int(args[0].lstrip("#").removeprefix(self._prefix))
@@ -303,6 +310,57 @@ class StaffDesk:
             f"telegram:{user_id}",
         )
         return html.escape(outcome.message)
+
+    async def stats(self) -> str:
+        """Today's figures (UTC): received by category, acks, response times, open by state."""
+        now = self._store.clock.now()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self._store.read() as conn:
+            received = (
+                await conn.execute(
+                    select(mentions.c.category, mentions.c.status, func.count())
+                    .where(mentions.c.received_at >= midnight)
+                    .group_by(mentions.c.category, mentions.c.status)
+                )
+            ).all()
+            today = (
+                await conn.execute(
+                    select(
+                        tickets.c.created_at,
+                        tickets.c.acknowledged_at,
+                        tickets.c.first_response_at,
+                    ).where(tickets.c.created_at >= midnight)
+                )
+            ).all()
+            open_states = (
+                await conn.execute(
+                    select(tickets.c.state, func.count())
+                    .where(tickets.c.state != TicketState.RESOLVED.value)
+                    .group_by(tickets.c.state)
+                )
+            ).all()
+        by_category: dict[str, int] = {}
+        for category, status, n in received:
+            key = "screened" if status == "screened" else (category or "undecided")
+            by_category[key] = by_category.get(key, 0) + n
+        acks = [(a - c).total_seconds() for c, a, _ in today if a is not None]
+        firsts = [(f - c).total_seconds() for c, _, f in today if f is not None]
+
+        def median(values: list[float]) -> str:
+            return _age(statistics.median(values)) if values else "n/a"
+
+        def listing(pairs: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(pairs.items())) or "none"
+
+        return "\n".join(
+            [
+                f"<b>Today</b> (since {midnight:%Y-%m-%d} 00:00 UTC)",
+                f"Received: {sum(by_category.values())} ({listing(by_category)})",
+                f"Acknowledged: {len(acks)} of {len(today)} tickets, median {median(acks)}",
+                f"First human response: {len(firsts)}, median {median(firsts)}",
+                f"Open now: {listing(dict(open_states))}",
+            ]
+        )
 
     async def digest(self, ticket_ids: list[int]) -> str:
         """One message for many tickets (a storm): counts by category, most urgent first."""
@@ -415,6 +473,7 @@ class StaffDesk:
                     first_response_at=ticket["first_response_at"] or now,
                     last_staff_reply_at=now,
                     updated_at=now,
+                    **reschedule({**ticket, "last_staff_reply_at": now}, now),
                 )
             )
             await conn.execute(

@@ -109,9 +109,9 @@ def decide(  # noqa: PLR0911 — one early return per verb reads best
         )
     if action.verb is Verb.RESOLVE:
         return Outcome(
-            f"{ticket.ref} resolved.",
+            f"{ticket.ref} resolved." + (f" Note: {action.note}" if action.note else ""),
             TicketState.RESOLVED,
-            {"resolved_at": now, "next_escalation_at": None, "snoozed_until": None},
+            {"resolved_at": now, "snoozed_until": None},
             "resolved",
         )
     if action.verb is Verb.SNOOZE:
@@ -120,14 +120,14 @@ def decide(  # noqa: PLR0911 — one early return per verb reads best
         return Outcome(
             f"{ticket.ref} snoozed until {until:%H:%M} UTC.",
             TicketState.SNOOZED,
-            {"snoozed_until": until, "next_escalation_at": until},
+            {"snoozed_until": until},
             "snoozed",
         )
-    if action.verb is Verb.ESCALATE:
+    if action.verb is Verb.ESCALATE:  # hand it up: any claim is released, the next tier fires now
         return Outcome(
             f"{ticket.ref} escalated now.",
-            None,
-            {"next_escalation_at": now, "snoozed_until": None},
+            TicketState.ESCALATED,
+            {"snoozed_until": None, "claimed_by": None, "claimed_at": None},
             "escalate_requested",
         )
     assert action.category is not None  # noqa: S101 — parse_callback sets it

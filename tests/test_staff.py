@@ -4,6 +4,7 @@ against the fake X, the escalation sweep driven with an injected clock."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.x_fake import FakeX
@@ -261,3 +262,96 @@ async def test_a_storm_stays_inside_the_group_budget_and_every_ticket_is_shown(
 
 async def _count_tickets(svc: Service, n: int) -> bool:
     return len(await svc.tickets()) >= n
+
+
+async def test_commands_queue_stats_ticket_and_resolve(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg
+    )
+    try:
+        _, tid = await open_ticket(svc, fake_x)
+        await eventually(lambda: _acked(svc))
+
+        def replies() -> list[str]:
+            return [str(m["text"]) for m in fake_tg.sent(SUPPORT)]
+
+        fake_tg.user_message(SUPPORT, SAM, "/queue")
+        await eventually(lambda: any("Open tickets" in r for r in replies()))
+        assert f"CB-{tid} p1" in replies()[-1]
+        fake_tg.user_message(SUPPORT, SAM, "/stats@carebot_bot")
+        await eventually(lambda: any(r.startswith("Today") for r in replies()))
+        stats = replies()[-1]
+        assert "Received: 1 (complaint 1)" in stats
+        assert "Acknowledged: 1 of 1 tickets" in stats
+        fake_tg.user_message(SUPPORT, SAM, f"/ticket {tid}")
+        await eventually(lambda: any(f"Complaint · CB-{tid}" in r for r in replies()))
+        card = fake_tg.sent(SUPPORT)[-1]
+        assert fake_tg.buttons(SUPPORT, int(card["message_id"]))  # a card staff can act on
+        fake_tg.user_message(SUPPORT, STRANGER, f"/resolve {tid}")
+        await eventually(lambda: "Only configured support staff" in replies()[-1])
+        fake_tg.user_message(SUPPORT, DANA, f"/resolve CB-{tid} refunded in full")
+        await eventually(lambda: replies()[-1] == f"CB-{tid} resolved. Note: refunded in full")
+        card_id = card["message_id"]
+        await eventually(
+            lambda: any(
+                m["message_id"] == card_id and "State: resolved" in str(m["text"])
+                for m in fake_tg.sent(SUPPORT)
+            )
+        )
+    finally:
+        await svc.shutdown()
+    [ticket] = await svc.tickets()
+    assert ticket["state"] == "resolved"
+    resolved = [e for e in await svc.events(tid) if e["kind"] == "resolved"]
+    assert [(e["actor"], e["reason"]) for e in resolved] == [
+        ("Dana", f"CB-{tid} resolved. Note: refunded in full")
+    ]
+
+
+async def _acked(svc: Service) -> bool:
+    rows = await svc.tickets()
+    return bool(rows) and rows[0]["acknowledged_at"] is not None
+
+
+async def test_snooze_holds_the_ladder_and_an_idle_claim_re_escalates(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    clock = FakeClock()
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg, clock=clock
+    )
+    try:
+        # a question: the standard policy (reminder at +10m, claim_idle 20m)
+        _, tid = await open_ticket(svc, fake_x, "@acme_care hi, how do I update my card details?")
+        sweep, desk = svc.running.sweep, svc.running.desk
+        assert sweep is not None
+        assert desk is not None
+        await sweep.run_once()
+        await card_in(fake_tg, SUPPORT)
+        await desk.act(Action(Verb.SNOOZE, tid, snooze=timedelta(minutes=30)), SAM.id, "sam")
+        clock.advance(minutes=20)  # the +10m reminder falls inside the snooze
+        assert await sweep.run_once() == 0
+        clock.advance(minutes=11)  # snooze over at +31m: one notice, not a burst
+        assert await sweep.run_once() == 1  # tier 2: the card goes to the leads, paging Dana
+        assert await sweep.run_once() == 0
+        leads_card = await card_in(fake_tg, LEADS)
+        assert "1 overdue step skipped" in str(leads_card["text"])
+        assert "Dana" in str(leads_card["text"])
+        [ticket] = await svc.tickets()
+        assert ticket["state"] == "escalated"
+
+        await desk.act(Action(Verb.CLAIM, tid), SAM.id, "sam")
+        clock.advance(minutes=19)
+        assert await sweep.run_once() == 0  # claimed: the ladder waits for Sam
+        clock.advance(minutes=2)  # 21m with no reply from Sam: re-escalate to the leads
+        assert await sweep.run_once() == 2  # the card brought up to date + a ping under it
+        await eventually(lambda: len(fake_tg.sent(LEADS)) == 2)
+        assert "claim" in str(fake_tg.sent(LEADS)[-1]["text"]).lower()
+    finally:
+        await svc.shutdown()
+    kinds = [e["kind"] for e in await svc.events(tid)]
+    assert kinds.count("escalated") == 3
+    assert "snoozed" in kinds
+    assert "claimed" in kinds

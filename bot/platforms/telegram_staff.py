@@ -132,7 +132,9 @@ class TelegramStaffChat(PlatformAdapter):
         chats = filters.Chat(chat_id=list(desk.chat_ids))
         self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_handler(
-            CommandHandler(["queue", "ticket", "resolve"], self._on_command, filters=chats)
+            CommandHandler(
+                ["queue", "stats", "ticket", "resolve"], self._on_command, filters=chats
+            )
         )
         self.app.add_handler(
             MessageHandler(chats & filters.REPLY & filters.TEXT & ~filters.COMMAND, self._on_reply)
