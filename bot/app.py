@@ -179,8 +179,9 @@ def _live_view(  # noqa: PLR0917 — the composition root passes its parts
     desk: StaffDesk | None,
 ) -> LiveView | None:
     """The readable per-mention view, when there is a terminal to show it on."""
-    if out is None or not config.carebot.sandbox.live_log:
-        return None
+    sandbox = config.carebot.sandbox
+    if out is None or not sandbox.enabled or not sandbox.live_log:
+        return None  # customers' words go to the terminal only in the sandbox
     view = LiveView(out, clock, config.carebot.tickets.ref_prefix)
     pipeline.observers.append(view.mentions)
     sender.observers.append(view.sent)

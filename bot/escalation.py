@@ -31,6 +31,7 @@ from bot.ladder import (
 )
 from bot.models import outbox, staff_cards, ticket_events, tickets
 from bot.store import SYSTEM_ACTOR, Store, ticket_ref
+from bot.tasks import call_observers
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +247,8 @@ class EscalationSweep:
         )
         has_card = existing.first() is not None
         if self._budget is not None and self._free.get(chat_id, 1) < 2:  # keep one for a digest
-            for observer in self.observers:
-                observer(f"⏰ {ticket_ref(self._prefix, t['id'])} → {notice.group}: in a digest")
+            ref = ticket_ref(self._prefix, t["id"])
+            call_observers(self.observers, f"⏰ {ref} → {notice.group}: in a digest")
             return await self._fold_into_digest(conn, t, chat_id, now)
         self._free[chat_id] = self._free.get(chat_id, 0) - 1
         people = self._people(notice)
@@ -270,8 +271,10 @@ class EscalationSweep:
             rows.append(self._row(t, card, f"card update for {t['id']}", now))
             rows.append(self._row(t, {"chat_id": chat_id, "reply_to_card": t["id"]}, text, now))
         await conn.execute(outbox.insert(), rows)
-        for observer in self.observers:
-            observer(f"⏰ {ticket_ref(self._prefix, t['id'])} → {notice.group}: {notice.reason}")
+        call_observers(
+            self.observers,
+            f"⏰ {ticket_ref(self._prefix, t['id'])} → {notice.group}: {notice.reason}",
+        )
         return len(rows)
 
     def _people(self, notice: Notice) -> str:

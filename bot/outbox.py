@@ -29,6 +29,7 @@ from bot.domain import Platform
 from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
 from bot.platforms.base import PlatformAdapter
 from bot.store import OutboxRow, Store
+from bot.tasks import call_observers
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,10 @@ class OutboxSender:
         while True:
             try:
                 sent = await self.run_once()
+                if not sent:
+                    if self._draining:
+                        return
+                    await self._idle()
             except Exception:  # e.g. the database is away: delivery must go on
                 wait = failures.failed()
                 logger.exception("outbox: round failed; retrying in %.1fs", wait.total_seconds())
@@ -86,11 +91,6 @@ class OutboxSender:
                 await asyncio.sleep(wait.total_seconds())
                 continue
             failures.succeeded()
-            if sent:
-                continue
-            if self._draining:
-                return
-            await self._idle()
 
     async def stop(self, task: asyncio.Task[None], drain_for: timedelta) -> None:
         """Drain what is due (bounded by ``drain_for``), then end ``task``."""
@@ -107,10 +107,15 @@ class OutboxSender:
             logger.debug("outbox task ended with an error during drain")
 
     async def _idle(self) -> None:
-        wait = IDLE_POLL
-        due = await self._store.next_due_at(self._adapters)
+        """Sleep until the next row is due, a pause ends, or new rows are committed."""
+        now = self._clock.now()
+        paused = {p: until for p, until in self._paused.items() if until > now}
+        active = [p for p in self._adapters if p not in paused]
+        moments = list(paused.values())
+        due = await self._store.next_due_at(active) if active else None
         if due is not None:
-            wait = min(wait, max((due - self._clock.now()).total_seconds(), 0.0))
+            moments.append(due)
+        wait = min([IDLE_POLL, *((m - now).total_seconds() for m in moments)])
         if wait <= 0:
             return
         with contextlib.suppress(TimeoutError):
@@ -155,8 +160,7 @@ class OutboxSender:
         else:
             await self._store.mark_sent(row, message_id)
             logger.debug("outbox: row %d (%s) sent as %s", row.id, row.kind.value, message_id)
-            for observer in self.observers:
-                observer(row, message_id)
+            call_observers(self.observers, row, message_id)
 
     async def _rate_limited(self, row: OutboxRow, exc: RateLimited) -> None:
         if exc.reset_at is None:

@@ -17,6 +17,7 @@ from bot.domain import Category, Mention, MentionStatus, Platform, Verdict
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import AckSpec, Applied, CursorUpdate, Decision, Store, StoredMention, ticket_ref
+from bot.tasks import call_observers
 from bot.templates import TemplatesFile, render_ack
 from handlers import HandlerContext, plan_for
 
@@ -82,12 +83,25 @@ class Pipeline:
         self._ref_prefix = ref_prefix
         self._on_committed = on_committed
         self.observers: list[Observer] = []
+        self._stranded = False
 
     async def submit(self, batch: Sequence[Mention], cursor: CursorUpdate | None = None) -> None:
-        """Store ``batch`` with ``cursor`` in one transaction, then decide each new mention."""
-        stored = await self._store.record(batch, cursor)
+        """Store ``batch`` with ``cursor`` in one transaction, then decide each new mention.
+
+        If deciding fails after the mentions were stored (the database went away), they stay
+        ``received`` and are decided on a later call, even one with an empty batch: the
+        platform will not deliver them again, since the cursor has moved.
+        """
+        stored = await self._store.record(batch, cursor) if batch or cursor else []
+        if self._stranded:
+            await self.recover()
+            self._stranded = False
         if stored:
-            await self.process(stored)
+            try:
+                await self.process(stored)
+            except Exception:
+                self._stranded = True
+                raise
 
     async def process(self, stored: Sequence[StoredMention]) -> list[Applied]:
         """Decide and commit already-stored mentions."""
@@ -95,8 +109,7 @@ class Pipeline:
         applied = await self._store.apply(decisions, self._ref_prefix)
         if any(a.ack_text for a in applied):
             self._on_committed()
-        for observer in self.observers:
-            observer(applied)
+        call_observers(self.observers, applied)
         return applied
 
     async def recover(self) -> int:

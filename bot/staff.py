@@ -24,6 +24,7 @@ from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import Store, mention_from_row, ticket_ref
+from bot.tasks import call_observers
 from bot.textlimits import X_MAX_WEIGHTED, x_weighted_length
 from handlers.staff import Action, Member, Outcome, TicketView, Verb, decide
 
@@ -204,8 +205,7 @@ class StaffDesk:
         return outcome
 
     def _tell(self, line: str) -> None:
-        for observer in self.observers:
-            observer(line)
+        call_observers(self.observers, line)
 
     async def _apply(  # noqa: PLR0917 — one call site, all parts of one change
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -42,3 +42,12 @@ class TaskSupervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def call_observers(observers: Iterable[Callable[..., None]], *args: Any) -> None:
+    """Tell every observer; one that fails is logged and never stops the caller's work."""
+    for observer in observers:
+        try:
+            observer(*args)
+        except Exception:
+            logger.exception("observer %r failed", observer)

@@ -235,9 +235,8 @@ class XAdapter(PlatformAdapter):
         elif cursor.data and cursor.data.get("start_time"):
             params["start_time"] = cursor.data["start_time"]
         found, newest = await self._fetch(params)
-        if not found:
-            return 0
-        await sink.submit(found, CursorUpdate(SOURCE, newest))
+        # called with nothing too: the pipeline uses it to finish anything left undecided
+        await sink.submit(found, CursorUpdate(SOURCE, newest) if found else None)
         return len(found)
 
     async def _first_cursor(self) -> CursorUpdate:
