@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +22,8 @@ from bot.domain import Category
 from bot.durations import Duration
 from bot.errors import ConfigError, Problem
 from bot.policy import EscalationFile
-from bot.templates import TemplatesFile
+from bot.templates import TemplatesFile, worst_case
+from bot.textlimits import X_MAX_WEIGHTED, contains_url
 from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
@@ -54,6 +55,9 @@ X_SECRET_VARS: Final = (
 _PASSWORD_IN_URL: Final = re.compile(r"://[^/@:]*:[^/@]+@")
 
 
+KeyPath = tuple[str | int, ...]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,6 +66,13 @@ class BrandConfig(_Model):
     """Who we are."""
 
     name: str = Field(default="Acme", min_length=1, max_length=40)
+
+    @field_validator("name")
+    @classmethod
+    def _no_link(cls, name: str) -> str:
+        if contains_url(name):
+            raise ValueError(f"{name!r} reads as a link; acknowledgements are link-free")
+        return name
 
 
 class DatabaseConfig(_Model):
@@ -296,6 +307,25 @@ def _load_file(directory: Path, name: str, problems: list[Problem]) -> LocatedYa
     return located
 
 
+def _template_lengths(
+    carebot: CarebotFile, templates: TemplatesFile, add: Callable[[str, KeyPath, str], None]
+) -> None:
+    """Every acknowledgement fits X with the configured brand name and ticket prefix."""
+    for set_name, per_platform in templates.acks.items():
+        for key, texts in per_platform.items():
+            for i, text in enumerate(texts):
+                worst = worst_case(
+                    text, brand=carebot.brand.name, ref_prefix=carebot.tickets.ref_prefix
+                )
+                if worst > X_MAX_WEIGHTED:
+                    add(
+                        "templates.yaml",
+                        ("acks", set_name, key, i),
+                        f"with brand {carebot.brand.name!r} this can reach {worst} of X's "
+                        f"{X_MAX_WEIGHTED} characters; shorten it",
+                    )
+
+
 def _cross_checks(
     models: dict[str, Any],
     located: dict[str, LocatedYaml],
@@ -304,7 +334,7 @@ def _cross_checks(
 ) -> None:
     """Checks that span files; each runs when the files it reads are valid on their own."""
 
-    def add(file: str, path: tuple[str | int, ...], message: str) -> None:
+    def add(file: str, path: KeyPath, message: str) -> None:
         problems.append(
             Problem(str(directory / file), located[file].line_of(path), _key(path), message)
         )
@@ -318,6 +348,8 @@ def _cross_checks(
                 add("templates.yaml", ("acks",), f"no template set for {category.value!r}")
     if carebot is None:
         return
+    if templates is not None:
+        _template_lengths(carebot, templates, add)
     if carebot.sandbox.enabled and carebot.platforms.x.enabled:
         add(
             "carebot.yaml",

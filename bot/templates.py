@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import string
 import zlib
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -53,6 +53,7 @@ def _check_text(text: str) -> str:
 
 
 AckText = Annotated[str, AfterValidator(_check_text)]
+AckPlatform = Literal["default", "x", "telegram", "mastodon", "webhook"]
 
 
 class TemplatesFile(BaseModel):
@@ -60,24 +61,18 @@ class TemplatesFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    acks: dict[str, dict[str, Annotated[list[AckText], Field(min_length=1)]]] = Field(
+    acks: dict[str, dict[AckPlatform, Annotated[list[AckText], Field(min_length=1)]]] = Field(
         default_factory=dict
     )
 
     @field_validator("acks")
     @classmethod
-    def _check_platforms(
-        cls, acks: dict[str, dict[str, list[str]]]
-    ) -> dict[str, dict[str, list[str]]]:
-        allowed = {DEFAULT_KEY, *(p.value for p in Platform)}
+    def _no_empty_sets(
+        cls, acks: dict[str, dict[AckPlatform, list[str]]]
+    ) -> dict[str, dict[AckPlatform, list[str]]]:
         for set_name, per_platform in acks.items():
             if not per_platform:
                 raise ValueError(f"template set {set_name!r} has no texts")
-            for key in per_platform:
-                if key not in allowed:
-                    raise ValueError(
-                        f"acks.{set_name}.{key}: unknown platform (use one of {sorted(allowed)})"
-                    )
         return acks
 
     def texts_for(self, set_name: str, platform: Platform) -> list[str]:
@@ -86,11 +81,18 @@ class TemplatesFile(BaseModel):
         Raises:
             KeyError: the set, or both its platform and default lists, are missing.
         """
-        per_platform = self.acks[set_name]
+        per_platform = {str(key): texts for key, texts in self.acks[set_name].items()}
         texts = per_platform.get(platform.value) or per_platform.get(DEFAULT_KEY)
         if not texts:
             raise KeyError(f"template set {set_name!r} has no text for {platform.value}")
         return texts
+
+
+def worst_case(text: str, *, brand: str, ref_prefix: str) -> int:
+    """The most characters (as X counts them) ``text`` can reach with this brand and prefix."""
+    return x_weighted_length(
+        text.format(handle=_WORST["handle"], ref=f"{ref_prefix}99999999", brand=brand)
+    )
 
 
 def render_ack(

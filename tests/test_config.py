@@ -200,3 +200,44 @@ def test_the_command_exits_1_from_a_shell(config_copy: ConfigDir) -> None:
     )
     assert proc.returncode == 1
     assert "platforms.x.page_size: Input should be less than or equal to 100" in proc.stderr
+
+
+def test_templates_must_fit_x_with_the_configured_brand(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    templates = config_copy.path / "templates.yaml"
+    long_text = (
+        "Thank you so much, {handle}! " + "Truly, " * 20 + "from all of us at {brand}. ({ref})"
+    )
+    edit(
+        templates,
+        '"Thank you so much, {handle}! Kind words like yours mean a lot to us. ({ref})"',
+        f'"{long_text}"',
+    )
+    config_copy.update("carebot.yaml", brand={"name": "会社" * 20})  # 40 wide characters weigh 80
+    code, out = check(config_copy, capsys)
+    assert code == 1
+    line = line_of(templates, "Truly, Truly")
+    assert f"{templates}:{line}: acks.praise.default[1]: with brand" in out
+    assert "of X's 280 characters" in out
+
+
+def test_a_bare_domain_is_a_link_and_refused(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    templates = config_copy.path / "templates.yaml"
+    edit(templates, "your reference is {ref}.", "your reference is {ref}; see acme.com/help")
+    code, out = check(config_copy, capsys)
+    assert code == 1
+    assert f"{templates}:{line_of(templates, 'acme.com/help')}: acks.complaint.default[0]" in out
+    assert "contains a link" in out
+
+
+def test_an_unknown_platform_in_templates_names_its_own_line(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    templates = config_copy.path / "templates.yaml"
+    edit(templates, "  question:\n    default:", "  question:\n    twitter:")
+    code, out = check(config_copy, capsys)
+    assert code == 1
+    assert f"{templates}:{line_of(templates, 'twitter:')}: acks.question.twitter" in out

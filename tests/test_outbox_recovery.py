@@ -44,11 +44,15 @@ async def test_a_send_that_reached_x_before_the_crash_is_not_sent_again(
         await svc.shutdown()
     await _crashed_mid_send(svc)
 
+    seen = len(fake_x.requests)
     svc = await start_service(config, fake_x)
     try:
         await eventually(lambda: _acked(svc))
     finally:
         await svc.shutdown()
+    after = [r.route for r in fake_x.requests[seen:]]
+    assert "user_tweets" in after  # it looked for the reply on X...
+    assert "create_tweet" not in after  # ...found it, and did not post again
     assert len(fake_x.posts_in_reply_to(tweet)) == 1
     [row] = await svc.outbox()
     assert (row["state"], row["external_id"]) == ("sent", fake_x.posts[0]["id"])

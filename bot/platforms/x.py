@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 TWEEPY_HOST: Final = "api.twitter.com"
 SOURCE: Final = "x:mentions"
 MAX_PAGES: Final = 10_000  # a guard against a server that never stops paging, not a quota
+FIND_PAGES: Final = 100  # 10,000 of our own posts since the mention: past that, ask later
 TWEET_FIELDS: Final = ["author_id", "created_at", "conversation_id", "referenced_tweets"]
 T = TypeVar("T")
 
@@ -323,10 +325,14 @@ class XAdapter(PlatformAdapter):
         return str(resp.data["id"])
 
     async def find_delivery(self, destination: dict[str, Any], text: str) -> str | None:
-        """Search our own recent posts for this reply (used when a send's outcome is unknown)."""
+        """Search our posts since the parent for this reply (a send whose outcome is unknown).
+
+        X returns post texts HTML-escaped (``&amp;``), so they are unescaped before comparing.
+        Every page newer than the parent is read: the reply, if it exists, is among them.
+        """
         parent = str(destination["in_reply_to_tweet_id"])
         token: str | None = None
-        for _ in range(3):
+        for _ in range(FIND_PAGES):
             extra = {"pagination_token": token} if token else {}
             resp = await self._call(
                 lambda e=extra: self._client.get_users_tweets(  # type: ignore[misc]
@@ -339,14 +345,14 @@ class XAdapter(PlatformAdapter):
             )
             for tweet in resp.data or []:
                 refs = tweet.referenced_tweets or []
-                if str(tweet.text) == text and any(
+                if html.unescape(str(tweet.text)) == text and any(
                     r.type == "replied_to" and str(r.id) == parent for r in refs
                 ):
                     return str(tweet.id)
             token = (resp.meta or {}).get("next_token")
             if not token:
                 return None
-        return None
+        raise TransientError(f"our posts since {parent} span more than {FIND_PAGES} pages")
 
 
 def _rfc3339(when: datetime) -> str:

@@ -8,7 +8,6 @@ import json
 import math
 import re
 import time
-import unicodedata
 from collections import deque
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -17,6 +16,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
+
+from bot.textlimits import X_MAX_WEIGHTED, X_URL_WEIGHT, x_weighted_length
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -36,10 +37,10 @@ DEFAULT_LIMITS: Final[Mapping[str, tuple[int, float]]] = MappingProxyType(
 )
 """Per-route fixed-window budgets as (requests, window seconds)."""
 
-MAX_WEIGHTED_LENGTH: Final = 280
+MAX_WEIGHTED_LENGTH: Final = X_MAX_WEIGHTED
 """The most a post may weigh (see :func:`weighted_length`)."""
 
-URL_WEIGHT: Final = 23
+URL_WEIGHT: Final = X_URL_WEIGHT
 """What any URL weighs, whatever its length (X shortens it to a t.co link)."""
 
 FIRST_TWEET_ID: Final = 1_790_000_000_000_000_000
@@ -55,19 +56,6 @@ def _words(*chunks: str) -> frozenset[str]:
 _HANDLE_RE: Final = re.compile(r"[A-Za-z0-9_]{1,15}")
 _DIGITS_RE: Final = re.compile(r"[0-9]{1,19}")
 _BASE36: Final = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-# Bare domains are only links when they end in a TLD X recognises; this list is a small,
-# common subset (twitter-text knows them all), enough for customer-care texts.
-_TLDS: Final = (
-    "com|net|org|info|biz|io|co|ai|app|dev|me|ly|tv|gg|shop|store|help|support|online|site"
-    "|xyz|uk|us|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|pl|ie|pt|ca|au|nz|jp|in|br|mx"
-)
-_URL_RE: Final = re.compile(
-    r"(?<![\w@./-])(?:https?://[^\s<>\"']+"
-    rf"|(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:{_TLDS})(?![\w-])(?:/[^\s<>\"']*)?)",
-    re.IGNORECASE,
-)
-_URL_TRAILING: Final = ".,:;!?'\")]}"
 
 _TWEET_FIELDS: Final = _words(
     "article attachments author_id card_uri community_id context_annotations",
@@ -140,45 +128,9 @@ _PROBLEM_JSON: Final = "application/problem+json"
 _DUPLICATE_DETAIL: Final = "You are not allowed to create a Tweet with duplicate content."
 
 
-def _weigh_plain(text: str) -> int:
-    """Weigh text without URLs: 1 per code point in X's light ranges, 2 for any other."""
-    total = 0
-    for char in text:
-        code = ord(char)
-        light = (
-            code <= 0x10FF
-            or 0x2000 <= code <= 0x200D
-            or 0x2010 <= code <= 0x201F
-            or 0x2032 <= code <= 0x2037
-        )
-        total += 1 if light else 2
-    return total
-
-
 def weighted_length(text: str) -> int:
-    """Return the length X counts for a post (its limit is :data:`MAX_WEIGHTED_LENGTH`).
-
-    The text is NFC-normalised like X does. Code points in U+0000..U+10FF, U+2000..U+200D,
-    U+2010..U+201F and U+2032..U+2037 weigh 1, all others 2; every URL (with a scheme, or a
-    bare domain with a common TLD) weighs :data:`URL_WEIGHT`. X counts a whole emoji sequence
-    as 2, where this counts each of its code points, so the result is never below X's count.
-
-    Args:
-        text: The post text.
-
-    Returns:
-        The weighted length.
-    """
-    normalized = unicodedata.normalize("NFC", text)
-    total = 0
-    position = 0
-    for match in _URL_RE.finditer(normalized):
-        url = match.group(0).rstrip(_URL_TRAILING)
-        if not url or url.lower() in {"http://", "https://"}:
-            continue
-        total += _weigh_plain(normalized[position : match.start()]) + URL_WEIGHT
-        position = match.start() + len(url)
-    return total + _weigh_plain(normalized[position:])
+    """Return the length X counts for a post (see :func:`bot.textlimits.x_weighted_length`)."""
+    return x_weighted_length(text)
 
 
 @dataclass(frozen=True, slots=True)
