@@ -28,7 +28,7 @@ from bot.domain import Platform
 from bot.errors import StartupError
 from bot.escalation import EscalationSweep
 from bot.live import LiveView
-from bot.migrate import upgrade
+from bot.migrate import open_database
 from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening
 from bot.platforms.base import PlatformAdapter
@@ -96,7 +96,7 @@ async def run(
             config.database_url.get_secret_value(), pool_size=cb.database.pool_size
         )
         stack.push_async_callback(engine.dispose)
-        await upgrade(engine)
+        await open_database(engine)
         store = running.store = Store(engine, clock)
 
         timeout = cb.platforms.x.request_timeout.total_seconds()

@@ -90,12 +90,15 @@ async def _serve(config: Config) -> None:
 
 
 async def _migrate(config: Config, revision: str) -> str | None:
-    from bot.migrate import current, upgrade  # noqa: PLC0415
+    from bot.migrate import current, open_database, upgrade  # noqa: PLC0415
     from bot.store import make_engine  # noqa: PLC0415
 
     engine = make_engine(config.database_url.get_secret_value())
     try:
-        await upgrade(engine, revision)
+        if revision == "head":
+            await open_database(engine)
+        else:
+            await upgrade(engine, revision)
         return await current(engine)
     finally:
         await engine.dispose()

@@ -29,6 +29,7 @@ from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
 DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
 STAFF_TOKEN_ENV: Final = "CAREBOT_TELEGRAM_STAFF_TOKEN"  # noqa: S105 — a variable's name
+DB_SCHEMES: Final = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 DEFAULT_DATABASE_URL: Final = "sqlite+aiosqlite:///carebot.db"
 FILES: Final = ("carebot.yaml", "rules.yaml", "templates.yaml", "escalation.yaml")
 ACKED_CATEGORIES: Final = (Category.COMPLAINT, Category.QUESTION, Category.PRAISE)
@@ -88,7 +89,7 @@ class DatabaseConfig(_Model):
             raise ValueError(
                 f"the URL holds a password; set {DATABASE_URL_ENV} in the environment instead"
             )
-        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        if not url.startswith(DB_SCHEMES):
             raise ValueError(
                 "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
             )
@@ -397,6 +398,15 @@ def _secrets(
     carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
 ) -> tuple[SecretStr, XCredentials | None]:
     db_url = environ.get(DATABASE_URL_ENV) or carebot.database.url
+    if not db_url.startswith(DB_SCHEMES):
+        problems.append(
+            Problem(
+                "environment",
+                None,
+                DATABASE_URL_ENV,
+                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user:password@host/db",
+            )
+        )
     x_creds = None
     if carebot.platforms.x.enabled and not carebot.sandbox.enabled:
         missing = [var for var in X_SECRET_VARS if not environ.get(var)]

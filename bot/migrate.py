@@ -7,9 +7,11 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
+from bot.errors import StartupError
 
 SCRIPT_LOCATION = Path(migrations.__file__).parent
 
@@ -32,6 +34,20 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(_run)
+
+
+async def open_database(engine: AsyncEngine) -> None:
+    """Upgrade the schema at start-up; a database that cannot be reached stops start-up.
+
+    Raises:
+        StartupError: naming the database (password hidden) and what went wrong.
+    """
+    try:
+        await upgrade(engine)
+    except (OSError, SQLAlchemyError) as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StartupError(f"cannot open the database {where}: {detail}") from exc
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:

@@ -43,6 +43,11 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node)) if key_node.tag else key_node.value
             child = (*path, key)
+            if key in out:  # YAML would silently keep the last one: say so instead
+                raise YamlSyntaxError(
+                    f"duplicate key {key!r} (first at line {lines[child]})",
+                    key_node.start_mark.line + 1,
+                )
             lines[child] = key_node.start_mark.line + 1
             out[key] = _walk(value_node, child, lines)
         return out
@@ -70,6 +75,8 @@ def load_located(path: Path) -> LocatedYaml:
     lines: dict[Path_, int] = {}
     try:
         data = _walk(node, (), lines)
+    except YamlSyntaxError:
+        raise
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(f"invalid YAML: {exc}", None) from exc
     return LocatedYaml(data=data, lines=lines)

@@ -241,3 +241,40 @@ def test_an_unknown_platform_in_templates_names_its_own_line(
     code, out = check(config_copy, capsys)
     assert code == 1
     assert f"{templates}:{line_of(templates, 'twitter:')}: acks.question.twitter" in out
+
+
+def test_a_duplicated_key_is_an_error_not_a_silent_override(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config_copy.path / "carebot.yaml"
+    edit(path, "  pool_size: 5\n", "  pool_size: 5\n  pool_size: 50\n")
+    code, out = check(config_copy, capsys)
+    assert code == 1
+    first = line_of(path, "pool_size: 5")
+    assert (
+        f"{path}:{first + 1}: (syntax): duplicate key 'pool_size' (first at line {first})" in out
+    )
+
+
+def test_a_wrong_database_url_in_the_environment_is_a_config_error(
+    config_copy: ConfigDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = check(
+        config_copy, capsys, env={"CAREBOT_DATABASE_URL": "postgresql://care:hunter2@db/care"}
+    )
+    assert code == 1
+    assert "environment: CAREBOT_DATABASE_URL: use sqlite+aiosqlite" in out
+    assert "hunter2" not in out
+
+
+def test_an_unreachable_database_stops_start_up_with_exit_3(
+    config_copy: ConfigDir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'carebot.db'}"
+    code = main(
+        ["migrate", "--config", str(config_copy.path)], environ={"CAREBOT_DATABASE_URL": url}
+    )
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "carebot: cannot start: cannot open the database sqlite+aiosqlite:///" in err
+    assert "unable to open database file" in err
