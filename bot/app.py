@@ -115,7 +115,12 @@ async def run(
             stack.push_async_callback(adapter.close)
 
         sender = running.sender = OutboxSender(
-            store=store, adapters=adapters, settings=cb.outbox, clock=clock
+            store=store,
+            adapters=adapters,
+            settings=cb.outbox,
+            clock=clock,
+            # a claim older than this was abandoned: well past any request's timeout
+            stale_after=max(timedelta(seconds=30), 3 * cb.platforms.x.request_timeout),
         )
         if desk is not None:
             desk.on_queued = sender.wake

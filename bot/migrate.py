@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ import migrations
 from bot.errors import StartupError
 
 SCRIPT_LOCATION = Path(migrations.__file__).parent
+MIGRATION_LOCK = 0x6361726562  # "careb": the advisory lock that serialises migrations
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -33,6 +35,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
     async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # processes starting together migrate in turn
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(_run)
 
 

@@ -139,8 +139,12 @@ class OutboxSender:
             await self._deliver(row)
         return len(rows)
 
-    async def _deliver(self, row: OutboxRow) -> None:
-        adapter = self._adapters[row.platform]
+    async def _deliver(self, claimed: OutboxRow) -> None:
+        adapter = self._adapters[claimed.platform]
+        row = await self._store.touch_claim(claimed)
+        if row is None:
+            logger.info("outbox: row %d was taken over meanwhile; not sending it", claimed.id)
+            return
         try:
             message_id = await adapter.send(row.destination, row.text, row.idempotency_key)
         except RateLimited as exc:
@@ -226,6 +230,5 @@ class OutboxSender:
             if found is not None:
                 logger.info("outbox: row %d was delivered before a restart (%s)", row.id, found)
                 await self._store.mark_sent(row, found, recovered=True)
-            else:
+            elif await self._store.release_stale(row):
                 logger.info("outbox: row %d was not delivered before a restart; resending", row.id)
-                await self._store.mark_retry(row, now, "interrupted mid-send", count_attempt=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -37,8 +37,8 @@ SYSTEM_ACTOR: Final = "carebot"
 READ_ONLY: Final = "carebot_read_only"
 APPLY_CHUNK: Final = 200  # decisions per write transaction: keeps the SQLite write lock short
 SQLITE_PRAGMAS: Final = (
+    "busy_timeout=10000",  # first: switching to WAL waits for other connections, not fails
     "journal_mode=WAL",
-    "busy_timeout=10000",
     "foreign_keys=ON",
     "synchronous=NORMAL",
 )
@@ -575,6 +575,45 @@ class Store:
                 data={"outbox_id": row.id, "message_id": external_id},
             )
         )
+
+    async def touch_claim(self, row: OutboxRow) -> OutboxRow | None:
+        """Renew a claim just before its send; None if the row is no longer ours.
+
+        A claimed batch is sent one row at a time, so a row can wait in ``sending`` for a
+        while; renewing keeps another process's stale-row recovery off it.
+        """
+        now = self.clock.now()
+        async with self.write() as conn:
+            moved = await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at == row.claimed_at,
+                )
+                .values(claimed_at=now)
+            )
+        return replace(row, claimed_at=now) if moved.rowcount == 1 else None
+
+    async def release_stale(self, row: OutboxRow) -> bool:
+        """Put an abandoned ``sending`` row back to pending, unless someone renewed it."""
+        async with self.write() as conn:
+            moved = await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at == row.claimed_at,
+                )
+                .values(
+                    state=OutboxState.PENDING.value,
+                    next_attempt_at=self.clock.now(),
+                    last_error="interrupted mid-send",
+                    claimed_at=None,
+                    attempts=outbox.c.attempts - 1,
+                )
+            )
+        return moved.rowcount == 1
 
     async def mark_retry(
         self, row: OutboxRow, next_attempt_at: datetime, error: str, *, count_attempt: bool = True

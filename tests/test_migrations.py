@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
@@ -42,3 +44,14 @@ async def test_upgrade_check_and_downgrade(db_url: str) -> None:
         assert await current(engine) is None
     finally:
         await engine.dispose()
+
+
+async def test_processes_starting_together_migrate_in_turn(db_url: str) -> None:
+    engines = [make_engine(db_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(upgrade(e) for e in engines))
+        head = ScriptDirectory.from_config(alembic_config(db_url)).get_current_head()
+        assert {await current(e) for e in engines} == {head}
+    finally:
+        for e in engines:
+            await e.dispose()
