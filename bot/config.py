@@ -28,6 +28,7 @@ from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
 DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
+MASTODON_TOKEN_ENV: Final = "CAREBOT_MASTODON_ACCESS_TOKEN"  # noqa: S105 — a variable's name
 STAFF_TOKEN_ENV: Final = "CAREBOT_TELEGRAM_STAFF_TOKEN"  # noqa: S105 — a variable's name
 DB_SCHEMES: Final = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 DEFAULT_DATABASE_URL: Final = "sqlite+aiosqlite:///carebot.db"
@@ -45,6 +46,7 @@ SECRET_ENV: Final = {
     ("platforms", "x", "access_token"): "CAREBOT_X_ACCESS_TOKEN",
     ("platforms", "x", "access_token_secret"): "CAREBOT_X_ACCESS_TOKEN_SECRET",
     ("staff", "token"): "CAREBOT_TELEGRAM_STAFF_TOKEN",
+    ("platforms", "mastodon", "access_token"): "CAREBOT_MASTODON_ACCESS_TOKEN",
 }
 X_SECRET_VARS: Final = (
     "CAREBOT_X_BEARER_TOKEN",
@@ -107,10 +109,20 @@ class XConfig(_Model):
     request_timeout: Duration = timedelta(seconds=10)
 
 
+class MastodonConfig(_Model):
+    """Mastodon over plain aiohttp; the access token comes from CAREBOT_MASTODON_ACCESS_TOKEN."""
+
+    enabled: bool = False
+    api_base_url: str = Field(default="https://mastodon.social", pattern=r"^https?://[^\s/]+/?$")
+    request_timeout: Duration = timedelta(seconds=10)
+    page_size: int = Field(default=40, ge=1, le=80)
+
+
 class PlatformsConfig(_Model):
     """The real platforms carebot talks to."""
 
     x: XConfig = Field(default_factory=XConfig)
+    mastodon: MastodonConfig = Field(default_factory=MastodonConfig)
 
 
 class SandboxConfig(_Model):
@@ -217,6 +229,7 @@ class Config:
     database_url: SecretStr
     x_credentials: XCredentials | None
     telegram_staff_token: SecretStr | None = None
+    mastodon_token: SecretStr | None = None
 
 
 def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -351,12 +364,13 @@ def _cross_checks(
         return
     if templates is not None:
         _template_lengths(carebot, templates, add)
-    if carebot.sandbox.enabled and carebot.platforms.x.enabled:
-        add(
-            "carebot.yaml",
-            ("platforms", "x", "enabled"),
-            "the sandbox is enabled: set sandbox.enabled: false to talk to the real X",
-        )
+    for name in ("x", "mastodon"):
+        if carebot.sandbox.enabled and getattr(carebot.platforms, name).enabled:
+            add(
+                "carebot.yaml",
+                ("platforms", name, "enabled"),
+                f"the sandbox is enabled: set sandbox.enabled: false to talk to the real {name}",
+            )
     if escalation is None:
         return
     groups = {g.name for g in carebot.staff.groups}
@@ -374,6 +388,22 @@ def _cross_checks(
             for who in step.mention:
                 if who not in members:
                     add("escalation.yaml", (*here, "mention"), f"no staff member named {who!r}")
+
+
+def _mastodon_token(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> SecretStr | None:
+    token = environ.get(MASTODON_TOKEN_ENV)
+    if carebot.platforms.mastodon.enabled and not carebot.sandbox.enabled and not token:
+        problems.append(
+            Problem(
+                "environment",
+                None,
+                MASTODON_TOKEN_ENV,
+                "Mastodon is enabled (platforms.mastodon.enabled) but this is unset",
+            )
+        )
+    return SecretStr(token) if token else None
 
 
 def _staff_token(
@@ -445,6 +475,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
     _cross_checks(models, located, directory, problems)
     db_url, x_creds = _secrets(carebot, environ, problems) if carebot else (SecretStr(""), None)
     staff_token = _staff_token(carebot, environ, problems) if carebot else None
+    mastodon_token = _mastodon_token(carebot, environ, problems) if carebot else None
     if problems or carebot is None or rules is None or templates is None or escalation is None:
         raise ConfigError(problems)
     return Config(
@@ -456,4 +487,5 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
         database_url=db_url,
         x_credentials=x_creds,
         telegram_staff_token=staff_token,
+        mastodon_token=mastodon_token,
     )
