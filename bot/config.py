@@ -371,8 +371,14 @@ def _cross_checks(
                 ("platforms", name, "enabled"),
                 f"the sandbox is enabled: set sandbox.enabled: false to talk to the real {name}",
             )
-    if escalation is None:
-        return
+    if escalation is not None:
+        _escalation_refs(carebot, escalation, add)
+
+
+def _escalation_refs(
+    carebot: CarebotFile, escalation: EscalationFile, add: Callable[[str, KeyPath, str], None]
+) -> None:
+    """Policies name staff groups and people that carebot.yaml defines."""
     groups = {g.name for g in carebot.staff.groups}
     members = {m.name for m in carebot.staff.members}
     for policy_name, policy in escalation.policies.items():
