@@ -308,6 +308,8 @@ def _pipeline(
         brand=cb.brand.name,
         ref_prefix=cb.tickets.ref_prefix,
         on_committed=sender.wake,
+        max_acks_per_author_per_hour=cb.screening.max_acks_per_author_per_hour,
+        reopen_window=cb.tickets.reopen_window,
     )
 
 

@@ -140,6 +140,7 @@ class ScreeningConfig(_Model):
 
     bot_accounts: list[str] = Field(default_factory=list)
     blocked_authors: list[str] = Field(default_factory=list)
+    max_acks_per_author_per_hour: int = Field(default=3, ge=1, le=1000)
 
 
 class OutboxConfig(_Model):
@@ -156,6 +157,7 @@ class TicketsConfig(_Model):
     """Ticket references."""
 
     ref_prefix: str = Field(default="CB-", pattern=r"^[A-Z][A-Z0-9]{0,5}-?$")
+    reopen_window: Duration = timedelta(days=7)
 
 
 class StaffGroup(_Model):

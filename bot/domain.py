@@ -45,6 +45,7 @@ class MentionStatus(enum.StrEnum):
     SCREENED = "screened"  # dropped by screening (own account, bot, blocked); reason stored
     IGNORED = "ignored"  # decided: no ticket (category other)
     TICKETED = "ticketed"  # a ticket was opened for it
+    FOLLOW_UP = "follow_up"  # it joined the author's existing ticket (a reply in the thread)
 
 
 class OutboxState(enum.StrEnum):

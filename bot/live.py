@@ -46,6 +46,11 @@ class LiveView:
             if a.ticket_id is None:
                 self._line(f"{head}\n         {verdict}\n         · no ticket, not answered")
                 continue
+            if d.status is MentionStatus.FOLLOW_UP:
+                ref = ticket_ref(self._prefix, a.ticket_id)
+                what = "reopens" if d.reopen else "joins"
+                self._line(f"{head}\n         ↪ {what} ticket {ref} ({d.note}), no new ack")
+                continue
             ref = ticket_ref(self._prefix, a.ticket_id)
             plan = d.plan
             policy = f", policy {plan.policy}" if plan and plan.policy else ""

@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from bot.classifier import Classifier
-from bot.domain import Category, Mention, MentionStatus, Platform, Verdict
+from bot.domain import Category, Mention, MentionStatus, Platform, TicketState, Verdict
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
-from bot.store import AckSpec, Applied, CursorUpdate, Decision, Store, StoredMention, ticket_ref
+from bot.store import (
+    AckSpec,
+    Applied,
+    CursorUpdate,
+    Decision,
+    Store,
+    StoredMention,
+    TicketLink,
+    ticket_ref,
+)
 from bot.tasks import call_observers
 from bot.templates import TemplatesFile, render_ack
 from handlers import HandlerContext, plan_for
 
 logger = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
 
 Observer = Callable[[Sequence[Applied]], None]
 
@@ -56,6 +68,18 @@ class Screening:
         return self._listed(self.blocked_authors, m)
 
 
+def _capped(d: Decision, ticket_id: int) -> Decision:
+    """The author is past the hourly ack cap: the mention joins their open ticket, unanswered."""
+    return replace(
+        d,
+        status=MentionStatus.FOLLOW_UP,
+        plan=None,
+        ack=None,
+        join_ticket_id=ticket_id,
+        note="flood cap: no acknowledgement",
+    )
+
+
 class Pipeline:
     """Turns stored mentions into decisions and commits them; adapters call :meth:`submit`."""
 
@@ -71,6 +95,8 @@ class Pipeline:
         brand: str,
         ref_prefix: str,
         on_committed: Callable[[], None] = lambda: None,
+        max_acks_per_author_per_hour: int = 3,
+        reopen_window: timedelta = timedelta(days=7),
     ) -> None:
         self._store = store
         self._classifier = classifier
@@ -82,6 +108,8 @@ class Pipeline:
         self._brand = brand
         self._ref_prefix = ref_prefix
         self._on_committed = on_committed
+        self._max_acks = max_acks_per_author_per_hour
+        self._reopen_window = reopen_window
         self.observers: list[Observer] = []
         self._stranded = False
 
@@ -104,9 +132,44 @@ class Pipeline:
                 raise
 
     async def process(self, stored: Sequence[StoredMention]) -> list[Applied]:
-        """Decide and commit already-stored mentions."""
-        decisions = [self.decide(s) for s in stored]
+        """Decide and commit already-stored mentions.
+
+        A reply in the thread of the author's ticket joins it (reopening it inside the reopen
+        window) instead of opening another. An author past the hourly ack cap gets no more
+        acks: their mentions join their open ticket; those whose ticket is being opened in the
+        same batch join it in a second pass.
+        """
+        links = await self._store.thread_links(stored)
+        now = self._store.clock.now()
+        activity = await self._store.author_activity(
+            {(s.mention.platform, s.mention.author_id) for s in stored}, now - HOUR
+        )
+        acks = {key: a.acks_last_hour for key, a in activity.items()}
+        decisions: list[Decision] = []
+        later: list[StoredMention] = []
+        for s in stored:
+            d = self.decide(s, links.get(s.id), now)
+            key = (s.mention.platform, s.mention.author_id)
+            if d.ack is not None and acks.get(key, 0) >= self._max_acks:
+                open_ticket = activity[key].open_ticket_id
+                if open_ticket is None:
+                    later.append(s)
+                    continue
+                d = _capped(d, open_ticket)
+            elif d.ack is not None:
+                acks[key] = acks.get(key, 0) + 1
+            decisions.append(d)
         applied = await self._store.apply(decisions, self._ref_prefix)
+        if later:
+            again = await self._store.author_activity(
+                {(s.mention.platform, s.mention.author_id) for s in later}, now - HOUR
+            )
+            rest = []
+            for s in later:
+                d = self.decide(s, None, now)
+                open_ticket = again[(s.mention.platform, s.mention.author_id)].open_ticket_id
+                rest.append(_capped(d, open_ticket) if open_ticket else replace(d, ack=None))
+            applied += await self._store.apply(rest, self._ref_prefix)
         if any(a.ack_text for a in applied):
             self._on_committed()
         call_observers(self.observers, applied)
@@ -143,13 +206,27 @@ class Pipeline:
             logger.exception("classifier failed; treating the mention as a question")
             return Verdict(Category.QUESTION, 0.0, ("classifier error: needs triage",))
 
-    def decide(self, s: StoredMention) -> Decision:
+    def decide(
+        self, s: StoredMention, link: TicketLink | None = None, now: datetime | None = None
+    ) -> Decision:
         """The pure part: screen, classify, ask the handler, prepare the acknowledgement."""
         m = s.mention
         reason = self.screen(m)
         if reason is not None:
             return Decision(s, MentionStatus.SCREENED, screen_reason=reason)
         verdict = self.classify(m.text)
+        if link is not None and now is not None:
+            resolved = link.state is TicketState.RESOLVED
+            inside = link.resolved_at is not None and now - link.resolved_at <= self._reopen_window
+            if not resolved or inside:  # a follow-up: no second ack, the ticket hears it
+                return Decision(
+                    s,
+                    MentionStatus.FOLLOW_UP,
+                    verdict=verdict,
+                    join_ticket_id=link.ticket_id,
+                    reopen=resolved,
+                    note="customer follow-up",
+                )
         plan = plan_for(verdict, m, self._ctx)
         if not plan.open_ticket:
             return Decision(s, MentionStatus.IGNORED, verdict=verdict, plan=plan)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import statistics
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,7 +47,9 @@ def _age(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def render_card(ticket: RowMapping, mention: RowMapping, now: datetime, prefix: str) -> Card:
+def render_card(
+    ticket: Mapping[Any, Any], mention: Mapping[Any, Any], now: datetime, prefix: str
+) -> Card:
     """The card staff see; everything the customer wrote is escaped (no markup injection)."""
     ref = ticket_ref(prefix, ticket["id"])
     category = ticket["category"]
@@ -64,6 +65,11 @@ def render_card(ticket: RowMapping, mention: RowMapping, now: datetime, prefix: 
             else ""
         ),
         f"<blockquote>{esc(mention['text'][:MAX_CARD_TEXT])}</blockquote>",
+    ]
+    if mention.get("follow_ups"):
+        latest = " ".join(str(mention["latest_follow_up"]).split())[:300]
+        lines.append(f"↪ {mention['follow_ups']} follow-up(s), latest: “{esc(latest)}”")
+    lines += [
         f"Confidence {ticket['confidence']:.2f}: " + esc("; ".join(ticket["reasons"][:3])),
     ]
     age = (now - ticket["created_at"]).total_seconds()
@@ -134,8 +140,8 @@ class StaffDesk:
         }
         self.chat_ids = frozenset(g.chat_id for g in staff.groups)
 
-    async def load(self, ticket_id: int) -> tuple[RowMapping, RowMapping] | None:
-        """A ticket and its opening mention."""
+    async def load(self, ticket_id: int) -> tuple[RowMapping, dict[str, Any]] | None:
+        """A ticket, its opening mention, and how many follow-ups came after it."""
         async with self._store.read() as conn:
             ticket = (
                 (await conn.execute(select(tickets).where(tickets.c.id == ticket_id)))
@@ -149,7 +155,27 @@ class StaffDesk:
                 .mappings()
                 .first()
             )
-        return (ticket, mention) if mention is not None else None
+            later = (
+                (
+                    await conn.execute(
+                        select(mentions.c.text)
+                        .where(
+                            mentions.c.ticket_id == ticket_id,
+                            mentions.c.id != ticket["mention_id"],
+                        )
+                        .order_by(mentions.c.id.desc())
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        if mention is None:
+            return None
+        return ticket, {
+            **mention,
+            "follow_ups": len(later),
+            "latest_follow_up": later[0] if later else None,
+        }
 
     async def ticket_for_card(self, chat_id: int, message_id: int) -> int | None:
         """The ticket whose card is ``message_id`` in ``chat_id``."""
@@ -252,31 +278,8 @@ class StaffDesk:
                     data=data,
                 )
             )
-            await self._queue_card_edits(conn, ticket["id"], now)
+            await self._store.queue_card_edits(conn, ticket["id"], now)
         return True
-
-    async def _queue_card_edits(self, conn: Any, ticket_id: int, now: datetime) -> None:
-        cards = (
-            await conn.execute(
-                select(staff_cards.c.chat_id).where(staff_cards.c.ticket_id == ticket_id)
-            )
-        ).scalars()
-        for chat_id in cards:
-            await conn.execute(
-                outbox.insert().values(
-                    ticket_id=ticket_id,
-                    kind=OutboxKind.STAFF.value,
-                    platform=Platform.STAFF.value,
-                    destination={"card": ticket_id, "chat_id": chat_id},
-                    text=f"card update for ticket {ticket_id}",
-                    idempotency_key=f"card:{ticket_id}:{chat_id}:{uuid.uuid4().hex}",
-                    state=OutboxState.PENDING.value,
-                    priority=0,
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
 
     async def _event(self, ticket_id: int, actor: str, kind: str, reason: str) -> None:
         async with self._store.write() as conn:
@@ -488,7 +491,7 @@ class StaffDesk:
                     data={"telegram_message_id": message_id},
                 )
             )
-            await self._queue_card_edits(conn, ticket_id, now)
+            await self._store.queue_card_edits(conn, ticket_id, now)
         self.on_queued()
         self._tell(f"{member.name} replied to {ref}: “{body[:80]}”")
         return ReplyResult(f"Reply to {ref} queued for @{ticket['customer_handle']}.", True)

@@ -8,7 +8,8 @@ processes can share it. Hot-path writes are SQLAlchemy Core bulk statements.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -111,6 +112,26 @@ class Decision:
     plan: Plan | None = None
     policy_snapshot: dict[str, Any] | None = None
     ack: AckSpec | None = None
+    join_ticket_id: int | None = None  # FOLLOW_UP: the ticket it joins
+    reopen: bool = False  # FOLLOW_UP on a resolved ticket inside the reopen window
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TicketLink:
+    """A ticket a new mention may belong to."""
+
+    ticket_id: int
+    state: TicketState
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorActivity:
+    """What one author received lately, for the per-author flood cap."""
+
+    acks_last_hour: int
+    open_ticket_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +173,7 @@ class OutboxRow:
         )
 
 
-def mention_from_row(row: RowMapping) -> StoredMention:
+def mention_from_row(row: Mapping[Any, Any]) -> StoredMention:
     """Rebuild a stored mention from its row."""
     return StoredMention(
         id=row["id"],
@@ -337,6 +358,10 @@ class Store:
             ticket_ids = {
                 d.stored.id: tid for d, tid in zip(ticketed, rows.scalars(), strict=True)
             }
+        for d in mine:
+            if d.status is MentionStatus.FOLLOW_UP and d.join_ticket_id is not None:
+                ticket_ids[d.stored.id] = d.join_ticket_id
+                await self._follow_up(conn, d, now)
         if mine:
             await conn.execute(
                 update(mentions)
@@ -371,6 +396,170 @@ class Store:
             for d in chunk
             if d.stored.id in open_ids
         ]
+
+    async def _follow_up(self, conn: AsyncConnection, d: Decision, now: datetime) -> None:
+        """Attach a customer's follow-up to their ticket; reopen it if it was resolved."""
+        assert d.join_ticket_id is not None  # noqa: S101 — checked by the caller
+        tid = d.join_ticket_id
+        m = d.stored.mention
+        await conn.execute(
+            ticket_events.insert().values(
+                ticket_id=tid,
+                at=now,
+                actor=f"customer:{m.author_handle}"[:100],
+                kind="customer_follow_up",
+                reason=(d.note + ": " if d.note else "") + m.text[:500],
+                data={"mention_id": d.stored.id},
+            )
+        )
+        if d.reopen:
+            moved = await conn.execute(
+                update(tickets)
+                .where(tickets.c.id == tid, tickets.c.state == TicketState.RESOLVED.value)
+                .values(
+                    state=TicketState.REOPENED.value,
+                    resolved_at=None,
+                    claimed_by=None,
+                    claimed_at=None,
+                    snoozed_until=None,
+                    ladder_started_at=now,
+                    escalation_step=0,
+                    notices_sent=0,
+                    last_notice_at=None,
+                    next_escalation_at=now,
+                    updated_at=now,
+                )
+            )
+            if moved.rowcount == 1:
+                await conn.execute(
+                    ticket_events.insert().values(
+                        ticket_id=tid,
+                        at=now,
+                        actor=SYSTEM_ACTOR,
+                        kind="reopened",
+                        from_state=TicketState.RESOLVED.value,
+                        to_state=TicketState.REOPENED.value,
+                        reason="the customer wrote again after the ticket was resolved",
+                        data={"mention_id": d.stored.id},
+                    )
+                )
+        await self.queue_card_edits(conn, tid, now)
+
+    async def queue_card_edits(self, conn: AsyncConnection, ticket_id: int, now: datetime) -> None:
+        """Queue an edit of every staff card of ``ticket_id`` (rendered fresh when sent)."""
+        chats = await conn.execute(
+            select(staff_cards.c.chat_id).where(staff_cards.c.ticket_id == ticket_id)
+        )
+        rows = [
+            {
+                "ticket_id": ticket_id,
+                "kind": OutboxKind.STAFF.value,
+                "platform": Platform.STAFF.value,
+                "destination": {"card": ticket_id, "chat_id": chat_id},
+                "text": f"card update for ticket {ticket_id}",
+                "idempotency_key": f"card:{ticket_id}:{chat_id}:{uuid.uuid4().hex}",
+                "state": OutboxState.PENDING.value,
+                "priority": 0,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "claimed_at": None,
+                "sent_at": None,
+                "external_id": None,
+                "last_error": None,
+                "created_at": now,
+            }
+            for chat_id in chats.scalars()
+        ]
+        if rows:
+            await conn.execute(outbox.insert(), rows)
+
+    async def thread_links(self, batch: Sequence[StoredMention]) -> dict[int, TicketLink]:
+        """For each mention that replies in a thread of its author's ticket: that ticket.
+
+        A reply to our acknowledgement or reply, or to the author's own earlier mention (or in
+        its conversation), belongs to the author's ticket. Keys are stored mention ids.
+        """
+        refs: dict[int, list[str]] = {}
+        for s in batch:
+            ids = [i for i in (s.mention.in_reply_to_id, s.mention.thread_id) if i]
+            if ids and ids != [s.mention.external_id]:
+                refs[s.id] = [i for i in ids if i != s.mention.external_id]
+        if not refs:
+            return {}
+        wanted = sorted({i for ids in refs.values() for i in ids})
+        async with self.read() as conn:
+            ours = await conn.execute(
+                select(
+                    outbox.c.platform,
+                    outbox.c.external_id,
+                    tickets.c.id,
+                    tickets.c.customer_id,
+                    tickets.c.state,
+                    tickets.c.resolved_at,
+                )
+                .join(tickets, tickets.c.id == outbox.c.ticket_id)
+                .where(outbox.c.external_id.in_(wanted), outbox.c.state == OutboxState.SENT.value)
+            )
+            theirs = await conn.execute(
+                select(
+                    mentions.c.platform,
+                    mentions.c.external_id,
+                    tickets.c.id,
+                    tickets.c.customer_id,
+                    tickets.c.state,
+                    tickets.c.resolved_at,
+                )
+                .join(tickets, tickets.c.id == mentions.c.ticket_id)
+                .where(mentions.c.external_id.in_(wanted))
+            )
+            known = {(r[0], r[1]): r[2:] for r in [*ours.all(), *theirs.all()]}
+        links: dict[int, TicketLink] = {}
+        for s in batch:
+            for ref in refs.get(s.id, []):
+                hit = known.get((s.mention.platform.value, ref))
+                if hit is not None and hit[1] == s.mention.author_id:
+                    links[s.id] = TicketLink(hit[0], TicketState(hit[2]), hit[3])
+                    break
+        return links
+
+    async def author_activity(
+        self, keys: Iterable[tuple[Platform, str]], since: datetime
+    ) -> dict[tuple[Platform, str], AuthorActivity]:
+        """Acks each author got since ``since`` and their newest open ticket."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        authors = sorted({a for _, a in wanted})
+        async with self.read() as conn:
+            rows = await conn.execute(
+                select(
+                    tickets.c.platform,
+                    tickets.c.customer_id,
+                    tickets.c.id,
+                    tickets.c.state,
+                    outbox.c.state,
+                    outbox.c.created_at,
+                )
+                .join(
+                    outbox,
+                    (outbox.c.ticket_id == tickets.c.id) & (outbox.c.kind == OutboxKind.ACK.value),
+                    isouter=True,
+                )
+                .where(tickets.c.customer_id.in_(authors))
+                .order_by(tickets.c.id)
+            )
+            found = rows.all()
+        acks: dict[tuple[Platform, str], int] = {}
+        latest: dict[tuple[Platform, str], int] = {}
+        for platform, author, tid, state, ack_state, ack_at in found:
+            key = (Platform(platform), author)
+            if key not in wanted:
+                continue
+            if ack_state is not None and ack_state != OutboxState.FAILED.value and ack_at >= since:
+                acks[key] = acks.get(key, 0) + 1
+            if state != TicketState.RESOLVED.value:
+                latest[key] = tid
+        return {k: AuthorActivity(acks.get(k, 0), latest.get(k)) for k in wanted}
 
     @staticmethod
     def _ticket_values(d: Decision, now: datetime) -> dict[str, Any]:
