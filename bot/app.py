@@ -32,19 +32,30 @@ from bot.migrate import open_database
 from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening
 from bot.platforms.base import PlatformAdapter
+from bot.platforms.mastodon import MastodonAdapter
 from bot.platforms.telegram_staff import TelegramStaffChat
+from bot.platforms.webhook import WebhookAdapter
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
+from bot.sandbox.mastodon_fake import SANDBOX_TOKEN as MASTODON_SANDBOX_TOKEN
+from bot.sandbox.mastodon_fake import FakeMastodon
 from bot.sandbox.staff_sim import StaffSimulator
 from bot.sandbox.telegram_fake import FakeTelegram, TgUser
-from bot.sandbox.traffic import DEFAULT_BOT_AUTHORS, TrafficGenerator, run_traffic
+from bot.sandbox.traffic import (
+    DEFAULT_BOT_AUTHORS,
+    SampleMention,
+    TrafficGenerator,
+    run_traffic,
+)
 from bot.sandbox.x_fake import FakeX
 from bot.staff import StaffDesk
 from bot.store import Store, make_engine
 from bot.tasks import TaskSupervisor
+from bot.web import WebServer
 
 logger = logging.getLogger(__name__)
 
 SANDBOX_SECRET = SecretStr("sandbox")
+SANDBOX_WEBHOOK_SECRET = SecretStr("sandbox-webhook-secret")
 
 
 @dataclass(slots=True)
@@ -57,8 +68,10 @@ class Running:
     adapters: dict[Platform, PlatformAdapter] = field(default_factory=dict)
     fake_x: FakeX | None = None
     fake_telegram: FakeTelegram | None = None
+    fake_mastodon: FakeMastodon | None = None
     desk: StaffDesk | None = None
     sweep: EscalationSweep | None = None
+    web: WebServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -109,6 +122,7 @@ async def run(
         stack.push_async_callback(supervisor.close)
 
         adapters = running.adapters = _adapters(config, session, store, clock, x_creds)
+        await _mastodon(config, stack, session, store, clock, adapters, running)
         desk = await _staff_chat(config, stack, store, clock, adapters, running, fake_telegram)
         for adapter in adapters.values():
             await adapter.open()
@@ -141,14 +155,17 @@ async def run(
                 on_queued=sender.wake,
                 budget=_chat_budget(adapters),
             )
+            desk.escalate = sweep.escalate_now
             if view is not None:
                 sweep.observers.append(view.staff)
             if sweep_jobs:
                 _schedule_sweep(sweep, cb.staff.sweep_interval, stack)
+        if Platform.WEBHOOK in adapters:
+            running.web = await _start_web(config, pipeline, clock, stack, out)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
-            _start_traffic(config, fake_x, supervisor, stack)
-            if running.fake_telegram is not None and fake_telegram is None:
-                _start_staff_simulator(config, running.fake_telegram, supervisor, stack)
+            _start_sandbox_people(
+                config, running, supervisor, stack, own_telegram=not fake_telegram
+            )
 
         running.started.set()
         logger.info("carebot running: %s", ", ".join(p.value for p in adapters))
@@ -193,6 +210,51 @@ def _live_view(  # noqa: PLR0917 — the composition root passes its parts
     if desk is not None:
         desk.observers.append(view.staff)
     return view
+
+
+async def _mastodon(  # noqa: PLR0917 — the composition root passes its parts
+    config: Config,
+    stack: AsyncExitStack,
+    session: aiohttp.ClientSession,
+    store: Store,
+    clock: Clock,
+    adapters: dict[Platform, PlatformAdapter],
+    running: Running,
+) -> None:
+    """Add the Mastodon adapter: the sandbox's fake instance, or the configured one."""
+    settings = config.carebot.platforms.mastodon
+    if config.carebot.sandbox.enabled:
+        fake = running.fake_mastodon = FakeMastodon()
+        await fake.start()
+        stack.push_async_callback(fake.stop)
+        base, token = fake.base_url, SecretStr(MASTODON_SANDBOX_TOKEN)
+    elif settings.enabled and config.mastodon_token is not None:
+        base, token = settings.api_base_url, config.mastodon_token
+    else:
+        return
+    adapters[Platform.MASTODON] = MastodonAdapter(
+        session=session, base_url=base, token=token, settings=settings, store=store, clock=clock
+    )
+
+
+async def _start_web(
+    config: Config, pipeline: Pipeline, clock: Clock, stack: AsyncExitStack, out: TextIO | None
+) -> WebServer:
+    hook = config.carebot.platforms.webhook
+    server = WebServer(
+        host=config.http_host,
+        port=config.http_port,
+        sink=pipeline,
+        secret=config.webhook_secret or SANDBOX_WEBHOOK_SECRET,
+        clock=clock,
+        max_body=hook.max_body_bytes,
+        tolerance=hook.timestamp_tolerance,
+    )
+    await server.start()
+    stack.push_async_callback(server.stop)
+    if out is not None:
+        out.write(f"carebot webhook: POST http://{config.http_host}:{server.port}/ingest\n")
+    return server
 
 
 async def _staff_chat(  # noqa: PLR0917 — the composition root passes its parts
@@ -281,6 +343,15 @@ def _adapters(
             store=store,
             clock=clock,
         )
+    hook = cb.platforms.webhook
+    if hook.enabled:
+        secret = config.webhook_secret
+        if secret is None and cb.sandbox.enabled:
+            secret = SANDBOX_WEBHOOK_SECRET
+        if secret is not None:
+            adapters[Platform.WEBHOOK] = WebhookAdapter(
+                session=session, secret=secret, clock=clock, timeout=hook.reply_timeout
+            )
     if not adapters:
         raise StartupError(
             "no platform is enabled: enable the sandbox or a platform in carebot.yaml"
@@ -313,6 +384,21 @@ def _pipeline(
     )
 
 
+def _start_sandbox_people(
+    config: Config,
+    running: Running,
+    supervisor: TaskSupervisor,
+    stack: AsyncExitStack,
+    *,
+    own_telegram: bool,
+) -> None:
+    """Generated customers, and a simulated support team when the sandbox runs its own chat."""
+    assert running.fake_x is not None  # noqa: S101 — called in sandbox mode only
+    _start_traffic(config, running.fake_x, supervisor, stack, running.fake_mastodon)
+    if running.fake_telegram is not None and own_telegram:
+        _start_staff_simulator(config, running.fake_telegram, supervisor, stack)
+
+
 def _start_staff_simulator(
     config: Config, fake: FakeTelegram, supervisor: TaskSupervisor, stack: AsyncExitStack
 ) -> None:
@@ -329,22 +415,50 @@ def _start_staff_simulator(
 
 
 def _start_traffic(
-    config: Config, fake: FakeX, supervisor: TaskSupervisor, stack: AsyncExitStack
+    config: Config,
+    fake: FakeX,
+    supervisor: TaskSupervisor,
+    stack: AsyncExitStack,
+    mastodon: FakeMastodon | None,
 ) -> None:
+    """Generated customers: two thirds on the fake X, a third on the fake Mastodon."""
     sandbox = config.carebot.sandbox
+    rng = random.Random(sandbox.seed)
+    brand = config.carebot.brand.name
+    share = 2 / 3 if mastodon is not None else 1.0
     flag = asyncio.Event()
-    gen = TrafficGenerator(rng=random.Random(sandbox.seed), brand=config.carebot.brand.name)
-    task = supervisor.spawn(
+    x_task = supervisor.spawn(
         run_traffic(
             fake,
-            gen,
-            rate_per_minute=sandbox.traffic_per_minute,
+            TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
+            rate_per_minute=sandbox.traffic_per_minute * share,
             stop=flag,
             first_after=1.0,  # after the first poll has recorded where "now" is
         ),
         name="sandbox-traffic",
     )
-    stack.push_async_callback(_stop_task, flag, task)
+    stack.push_async_callback(_stop_task, flag, x_task)
+    if mastodon is None:
+        return
+    visibilities = ("public", "public", "unlisted", "direct")
+
+    def toot(sample: SampleMention) -> str:
+        return mastodon.post_mention(
+            sample.author, sample.text, visibility=rng.choice(visibilities), bot=sample.is_bot
+        )
+
+    m_task = supervisor.spawn(
+        run_traffic(
+            fake,
+            TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
+            rate_per_minute=sandbox.traffic_per_minute * (1 - share),
+            stop=flag,
+            first_after=3.0,
+            inject=toot,
+        ),
+        name="sandbox-traffic-mastodon",
+    )
+    stack.push_async_callback(_stop_task, flag, m_task)
 
 
 async def _stop_task(flag: asyncio.Event, task: asyncio.Task[Any]) -> None:

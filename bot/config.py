@@ -28,6 +28,7 @@ from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
 DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
+WEBHOOK_SECRET_ENV: Final = "CAREBOT_WEBHOOK_SECRET"  # noqa: S105 — a variable's name
 MASTODON_TOKEN_ENV: Final = "CAREBOT_MASTODON_ACCESS_TOKEN"  # noqa: S105 — a variable's name
 STAFF_TOKEN_ENV: Final = "CAREBOT_TELEGRAM_STAFF_TOKEN"  # noqa: S105 — a variable's name
 DB_SCHEMES: Final = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
@@ -118,11 +119,28 @@ class MastodonConfig(_Model):
     page_size: int = Field(default=40, ge=1, le=80)
 
 
+class WebhookConfig(_Model):
+    """``POST /ingest``: mentions from any system, signed with CAREBOT_WEBHOOK_SECRET."""
+
+    enabled: bool = False
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=10_000_000)
+    timestamp_tolerance: Duration = timedelta(minutes=5)
+    reply_timeout: Duration = timedelta(seconds=10)
+
+
 class PlatformsConfig(_Model):
     """The real platforms carebot talks to."""
 
     x: XConfig = Field(default_factory=XConfig)
     mastodon: MastodonConfig = Field(default_factory=MastodonConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+
+
+class HttpConfig(_Model):
+    """carebot's own HTTP server (webhooks); CAREBOT_HTTP_HOST / CAREBOT_HTTP_PORT override."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
 
 
 class SandboxConfig(_Model):
@@ -206,6 +224,7 @@ class CarebotFile(_Model):
     tickets: TicketsConfig = Field(default_factory=TicketsConfig)
     staff: StaffConfig = Field(default_factory=StaffConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +251,9 @@ class Config:
     x_credentials: XCredentials | None
     telegram_staff_token: SecretStr | None = None
     mastodon_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
 
 
 def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -398,6 +420,42 @@ def _escalation_refs(
                     add("escalation.yaml", (*here, "mention"), f"no staff member named {who!r}")
 
 
+def _webhook_secret(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> SecretStr | None:
+    secret = environ.get(WEBHOOK_SECRET_ENV)
+    if secret:
+        if len(secret) < 16:
+            problems.append(
+                Problem("environment", None, WEBHOOK_SECRET_ENV, "use at least 16 characters")
+            )
+        return SecretStr(secret)
+    if carebot.platforms.webhook.enabled and not carebot.sandbox.enabled:
+        problems.append(
+            Problem(
+                "environment",
+                None,
+                WEBHOOK_SECRET_ENV,
+                "the webhook is enabled (platforms.webhook.enabled) but this is unset",
+            )
+        )
+    return None
+
+
+def _http_address(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> tuple[str, int]:
+    host = environ.get("CAREBOT_HTTP_HOST") or carebot.http.host
+    port = carebot.http.port
+    raw = environ.get("CAREBOT_HTTP_PORT")
+    if raw:
+        if raw.isdigit() and int(raw) <= 65535:
+            port = int(raw)
+        else:
+            problems.append(Problem("environment", None, "CAREBOT_HTTP_PORT", "not a port number"))
+    return host, port
+
+
 def _mastodon_token(
     carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
 ) -> SecretStr | None:
@@ -484,6 +542,8 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
     db_url, x_creds = _secrets(carebot, environ, problems) if carebot else (SecretStr(""), None)
     staff_token = _staff_token(carebot, environ, problems) if carebot else None
     mastodon_token = _mastodon_token(carebot, environ, problems) if carebot else None
+    webhook_secret = _webhook_secret(carebot, environ, problems) if carebot else None
+    host, port = _http_address(carebot, environ, problems) if carebot else ("", 0)
     if problems or carebot is None or rules is None or templates is None or escalation is None:
         raise ConfigError(problems)
     return Config(
@@ -496,4 +556,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
         x_credentials=x_creds,
         telegram_staff_token=staff_token,
         mastodon_token=mastodon_token,
+        webhook_secret=webhook_secret,
+        http_host=host,
+        http_port=port,
     )

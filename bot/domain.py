@@ -83,6 +83,7 @@ class Mention:
     in_reply_to_id: str | None = None
     author_is_bot: bool = False
     url: str | None = None
+    reply_url: str | None = None  # webhook sources: the callback that takes our replies
 
 
 @dataclass(frozen=True, slots=True)

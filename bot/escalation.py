@@ -25,7 +25,6 @@ from bot.ladder import (
     Notice,
     apply_notice,
     due,
-    next_due,
     policy_from_snapshot,
     schedule,
 )
@@ -36,6 +35,7 @@ from bot.tasks import call_observers
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH: Final = 100
+DIGEST_MAX: Final = 150  # tickets per digest: every reference fits in one Telegram message
 WAKING: Final = (TicketState.OPEN, TicketState.ACKNOWLEDGED, TicketState.REOPENED)
 
 
@@ -53,14 +53,8 @@ def ladder_state(t: Mapping[str, Any]) -> LadderState:
     )
 
 
-def reschedule(
-    row: Mapping[str, Any], now: datetime, *, escalate_now: bool = False
-) -> dict[str, Any]:
-    """Timer fields for a ticket whose state a person just changed (claim, snooze, reply, …).
-
-    ``escalate_now`` moves the ladder forward by the time left to its next step, so that step
-    is due at once and the ones after it keep their spacing.
-    """
+def reschedule(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The timer of a ticket whose state a person just changed (claim, snooze, reply, …)."""
     snapshot = row.get("policy_snapshot")
     if not snapshot:
         return {"next_escalation_at": None}
@@ -68,16 +62,7 @@ def reschedule(
         _, policy = policy_from_snapshot(snapshot)
     except ValueError:
         return {"next_escalation_at": None}
-    st = ladder_state(row)
-    out: dict[str, Any] = {}
-    if escalate_now:
-        upcoming = next_due(policy, st)
-        if upcoming is not None and upcoming > now:
-            start = (row["ladder_started_at"] or row["created_at"]) - (upcoming - now)
-            out["ladder_started_at"] = start
-            st = ladder_state({**row, "ladder_started_at": start})
-    out["next_escalation_at"] = schedule(policy, st, now)
-    return out
+    return {"next_escalation_at": schedule(policy, ladder_state(row), now)}
 
 
 class EscalationSweep:
@@ -174,6 +159,8 @@ class EscalationSweep:
         values["next_escalation_at"] = schedule(policy, st, now)
         values["updated_at"] = now
         await conn.execute(update(tickets).where(tickets.c.id == t["id"]).values(**values))
+        if notice is None and "state" in values:  # a snooze ended: the card must say so
+            await self._store.queue_card_edits(conn, t["id"], now)
         if notice is not None or "state" in values:
             await conn.execute(
                 ticket_events.insert().values(
@@ -188,6 +175,74 @@ class EscalationSweep:
                 )
             )
         return queued
+
+    async def escalate_now(self, ticket_id: int, actor: str) -> str:
+        """Escalate now: the ladder's next tier is notified at once, any claim released.
+
+        Past the last step, the top tier is notified again. The rest of the ladder keeps its
+        rhythm from this notice.
+        """
+        now = self._store.clock.now()
+        sel = select(tickets).where(tickets.c.id == ticket_id)
+        if self._store.engine.dialect.name == "postgresql":
+            sel = sel.with_for_update()
+        async with self._store.write() as conn:
+            t = (await conn.execute(sel)).mappings().first()
+            ref = ticket_ref(self._prefix, ticket_id)
+            if t is None or t["state"] == TicketState.RESOLVED.value:
+                return f"{ref} is resolved; nothing to escalate."
+            if not t["policy_snapshot"]:
+                return f"{ref} has no escalation policy."
+            _, policy = policy_from_snapshot(t["policy_snapshot"])
+            released = {
+                "state": TicketState.ESCALATED.value,
+                "claimed_by": None,
+                "claimed_at": None,
+                "snoozed_until": None,
+            }
+            st = ladder_state({**t, **released})
+            last = len(policy.steps) - 1
+            index = min(st.rung, last)
+            step = policy.steps[index]
+            notice = Notice(
+                number=st.notices_sent + 1,
+                rung=min(st.rung + 1, last + 1),
+                step_index=index,
+                group=step.notify,
+                mention=tuple(step.mention),
+                mention_role=step.mention_role,
+                kind="tier",
+                reason=f"escalated now by {actor}",
+                at=now,
+            )
+            await self._load_budgets(conn)
+            await self._notify(conn, t, notice, now)
+            st = apply_notice(st, notice)
+            values = {
+                **released,
+                "escalation_step": st.rung,
+                "notices_sent": st.notices_sent,
+                "last_notice_at": st.last_notice_at,
+                "next_escalation_at": schedule(policy, st, now),
+                "updated_at": now,
+            }
+            await conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(**values))
+            await conn.execute(
+                ticket_events.insert().values(
+                    ticket_id=ticket_id,
+                    at=now,
+                    actor=actor,
+                    kind="escalated",
+                    from_state=t["state"],
+                    to_state=TicketState.ESCALATED.value,
+                    reason=notice.reason,
+                    data={"notice": notice.number, "group": notice.group, "manual": True},
+                )
+            )
+            if t["claimed_by"] or t["state"] != TicketState.ESCALATED.value:
+                await self._store.queue_card_edits(conn, ticket_id, now)
+        self._on_queued()
+        return f"{ref} escalated now to {notice.group}."
 
     async def _load_budgets(self, conn: AsyncConnection) -> None:
         """How many new messages each staff chat can still take, given what is queued."""
@@ -214,6 +269,8 @@ class EscalationSweep:
     ) -> int:
         """Add a ticket to its chat's pending digest (one message for many tickets)."""
         row_id, ids = self._digests.get(chat_id, (0, []))
+        if len(ids) >= DIGEST_MAX:  # a full digest goes as it is; the next one starts
+            row_id, ids = 0, []
         ids = [*ids, t["id"]]
         if row_id:
             moved = await conn.execute(
@@ -262,7 +319,7 @@ class EscalationSweep:
             )
             if people:
                 card["ping"] = f"⏰ {html.escape(notice.reason)} · {people}"
-            rows.append(self._row(t, card, f"card for ticket {t['id']}", now))
+            rows.append(self._row(t, {**card, "post": True}, f"card for ticket {t['id']}", now))
         else:  # bring the card up to date, and ping under it (an edit notifies nobody)
             ref = ticket_ref(self._prefix, t["id"])
             text = f"⏰ <b>{ref}</b>: {html.escape(notice.reason)}"

@@ -73,6 +73,7 @@ mentions = Table(
     Column("thread_id", String(64)),
     Column("in_reply_to_id", String(64)),
     Column("url", String(500)),
+    Column("reply_url", String(1000)),  # webhook sources: where acknowledgements are POSTed
     Column("created_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),

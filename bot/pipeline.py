@@ -50,14 +50,18 @@ class Screening:
         """Normalise handles: lower case, no ``@``."""
 
         def norm(items: Sequence[str]) -> frozenset[str]:
-            return frozenset(i.strip().lower().replace("@", "") for i in items if i.strip())
+            return frozenset(i.strip().lower().lstrip("@") for i in items if i.strip())
 
         return cls(norm(bots), norm(blocked))
 
     @staticmethod
     def _listed(names: frozenset[str], m: Mention) -> bool:
         handle = m.author_handle.lower().lstrip("@")
-        return handle in names or f"{m.platform.value}:{handle}" in names
+        return (
+            handle in names
+            or f"{m.platform.value}:{handle}" in names
+            or (f"{m.platform.value}:@{handle}" in names)
+        )
 
     def is_bot(self, m: Mention) -> bool:
         """Whether the author is a configured bot account."""
@@ -232,11 +236,9 @@ class Pipeline:
             return Decision(s, MentionStatus.IGNORED, verdict=verdict, plan=plan)
         ack = None
         adapter = self._adapters.get(m.platform)
-        if plan.ack_template is not None and adapter is not None:
-            ack = AckSpec(
-                render=self._renderer(plan.ack_template, m),
-                destination=adapter.reply_destination(m),
-            )
+        destination = adapter.reply_destination(m) if adapter is not None else None
+        if plan.ack_template is not None and destination is not None:
+            ack = AckSpec(render=self._renderer(plan.ack_template, m), destination=destination)
         return Decision(
             s,
             MentionStatus.TICKETED,

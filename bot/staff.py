@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -82,13 +82,11 @@ def render_card(
     lines.append(f"Age {_age(age)} · {sla}")
     state = ticket["state"]
     if state == TicketState.CLAIMED.value:
-        status = f"claimed by {esc(ticket['claimed_by'])}"
+        status = f"claimed by {ticket['claimed_by']}"
     elif state == TicketState.SNOOZED.value and ticket["snoozed_until"]:
         status = f"snoozed until {ticket['snoozed_until']:%H:%M} UTC"
     else:
-        status = state + (
-            f" (held by {esc(ticket['claimed_by'])})" if ticket["claimed_by"] else ""
-        )
+        status = state + (f" (held by {ticket['claimed_by']})" if ticket["claimed_by"] else "")
     lines.append(f"State: <b>{esc(status)}</b>")
     tid = ticket["id"]
     if state == TicketState.RESOLVED.value:
@@ -135,6 +133,8 @@ class StaffDesk:
         self._prefix = ref_prefix
         self.on_queued = on_queued
         self.observers: list[Callable[[str], None]] = []
+        # set by the app: fires the ladder's next step now (the escalation sweep owns ladders)
+        self.escalate: Callable[[int, str], Awaitable[str]] | None = None
         self.members = {
             m.telegram_user_id: Member(m.name, m.telegram_user_id, m.role) for m in staff.members
         }
@@ -178,15 +178,27 @@ class StaffDesk:
         }
 
     async def ticket_for_card(self, chat_id: int, message_id: int) -> int | None:
-        """The ticket whose card is ``message_id`` in ``chat_id``."""
+        """The ticket a bot message in ``chat_id`` is about: its card, or a reminder under it."""
         async with self._store.read() as conn:
-            return (
+            card = (
                 await conn.execute(
                     select(staff_cards.c.ticket_id).where(
                         staff_cards.c.chat_id == chat_id, staff_cards.c.message_id == message_id
                     )
                 )
             ).scalar_one_or_none()
+            if card is not None:
+                return int(card)
+            notices = await conn.execute(
+                select(outbox.c.ticket_id, outbox.c.destination).where(
+                    outbox.c.platform == Platform.STAFF.value,
+                    outbox.c.external_id == str(message_id),
+                )
+            )
+            for ticket_id, dest in notices.all():
+                if int(dest.get("chat_id", 0)) == chat_id and not dest.get("digest"):
+                    return int(ticket_id)
+        return None
 
     async def act(self, action: Action, user_id: int, actor_label: str) -> Outcome:
         """Decide and apply one staff action; record refusals too."""
@@ -213,6 +225,10 @@ class StaffDesk:
             return outcome
         if not outcome.changes and outcome.to_state is None:
             return outcome
+        if action.verb is Verb.ESCALATE and self.escalate is not None:
+            message = await self.escalate(ticket["id"], actor)
+            self._tell(f"{actor}: {message}")
+            return Outcome(message)
         changes = dict(outcome.changes)
         if action.verb is Verb.RECATEGORISE and action.category is not None:
             policy = self._escalation.policy_for(action.category, ticket["priority"])
@@ -242,19 +258,19 @@ class StaffDesk:
         actor: str,
         now: datetime,
     ) -> bool:
-        stmt = update(tickets).where(
-            tickets.c.id == ticket["id"], tickets.c.state != TicketState.RESOLVED.value
-        )
+        stmt = update(tickets).where(tickets.c.id == ticket["id"])
         if action.verb is Verb.CLAIM:
-            stmt = stmt.where(tickets.c.claimed_by.is_(None))
+            stmt = stmt.where(
+                tickets.c.claimed_by.is_(None), tickets.c.state != TicketState.RESOLVED.value
+            )
+        elif action.verb is Verb.RECATEGORISE:  # allowed on resolved tickets (a label fix)
+            stmt = stmt.where(tickets.c.category == ticket["category"])
         else:
             stmt = stmt.where(tickets.c.state == ticket["state"])  # optimistic: nobody moved it
         values = {**changes, "updated_at": now}
         if outcome.to_state is not None:
             values["state"] = outcome.to_state.value
-        values.update(
-            reschedule({**ticket, **values}, now, escalate_now=action.verb is Verb.ESCALATE)
-        )
+        values.update(reschedule({**ticket, **values}, now))
         async with self._store.write() as conn:
             moved = await conn.execute(stmt.values(**values))
             if moved.rowcount != 1:
@@ -452,6 +468,8 @@ class StaffDesk:
                 False,
             )
         destination = adapter.reply_destination(mention_from_row(mention).mention)
+        if destination is None:
+            return ReplyResult(f"{platform.value} gave no way to reply to this customer.", False)
         now = self._store.clock.now()
         async with self._store.write() as conn:
             await conn.execute(

@@ -188,6 +188,7 @@ def mention_from_row(row: Mapping[Any, Any]) -> StoredMention:
             in_reply_to_id=row["in_reply_to_id"],
             author_is_bot=row["author_is_bot"],
             url=row["url"],
+            reply_url=row["reply_url"],
         ),
     )
 
@@ -271,6 +272,7 @@ class Store:
             "thread_id": m.thread_id,
             "in_reply_to_id": m.in_reply_to_id,
             "url": m.url,
+            "reply_url": m.reply_url,
             "created_at": m.created_at,
             "received_at": now,
             "status": MentionStatus.RECEIVED.value,

@@ -32,13 +32,15 @@ FAST = {
 }
 
 
-def make_config(cfg: ConfigDir, db_url: str, **sections: dict[str, Any]) -> Config:
+def make_config(
+    cfg: ConfigDir, db_url: str, *, env: dict[str, str] | None = None, **sections: dict[str, Any]
+) -> Config:
     """The default config made fast for tests (no generated traffic, quick polls and retries)."""
     merged = {k: dict(v) for k, v in FAST.items()}
     for key, value in sections.items():
         merged.setdefault(key, {}).update(value)
     cfg.update("carebot.yaml", **merged)
-    return load_config(cfg.path, {"CAREBOT_DATABASE_URL": db_url})
+    return load_config(cfg.path, {"CAREBOT_DATABASE_URL": db_url, **(env or {})})
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from bot.domain import Category
 from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.x_fake import FakeX
 from handlers.staff import Action, Verb
@@ -36,6 +37,17 @@ async def _has_ticket(svc: Service) -> bool:
 async def card_in(fake_tg: FakeTelegram, chat: int) -> dict[str, object]:
     await eventually(lambda: len(fake_tg.sent(chat)) >= 1)
     return fake_tg.sent(chat)[0]
+
+
+async def known(svc: Service, chat: int, message_id: object) -> None:
+    """Wait until carebot has recorded which ticket a message of its own belongs to."""
+    desk = svc.running.desk
+    assert desk is not None
+
+    async def check() -> bool:
+        return await desk.ticket_for_card(chat, int(str(message_id))) is not None
+
+    await eventually(check)
 
 
 async def test_a_complaint_becomes_a_card_that_staff_claim_and_strangers_cannot(
@@ -118,6 +130,7 @@ async def test_a_staff_reply_reaches_the_customer_in_thread_exactly_once(
         card = await card_in(fake_tg, SUPPORT)
         await eventually(lambda: len(fake_x.posts_in_reply_to(tweet)) == 1)  # the ack
         reply = "Found it: your parcel is at the depot, it will be with you tomorrow."
+        await known(svc, SUPPORT, card["message_id"])
         fake_tg.user_message(SUPPORT, SAM, reply, reply_to_message_id=int(card["message_id"]))
         await eventually(lambda: len(fake_x.posts_in_reply_to(tweet)) == 2)
         chatter = fake_tg.user_message(SUPPORT, DANA, "nice one Sam")  # not a reply to a card
@@ -355,3 +368,75 @@ async def test_snooze_holds_the_ladder_and_an_idle_claim_re_escalates(
     assert kinds.count("escalated") == 3
     assert "snoozed" in kinds
     assert "claimed" in kinds
+
+
+async def test_replies_to_reminders_reach_the_customer_and_ticket_points_at_the_card(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    clock = FakeClock()
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg, clock=clock
+    )
+    try:
+        tweet, tid = await open_ticket(svc, fake_x, "@acme_care hi, do you ship to Norway?")
+        sweep = svc.running.sweep
+        assert sweep is not None
+        await sweep.run_once()
+        card = await card_in(fake_tg, SUPPORT)
+        clock.advance(minutes=10)
+        await sweep.run_once()  # the +10m reminder, posted under the card
+        await eventually(lambda: len(fake_tg.sent(SUPPORT)) == 2)
+        reminder = fake_tg.sent(SUPPORT)[1]
+        await known(svc, SUPPORT, reminder["message_id"])
+        fake_tg.user_message(
+            SUPPORT,
+            SAM,
+            "Yes, we ship to Norway!",
+            reply_to_message_id=int(reminder["message_id"]),
+        )
+        await eventually(lambda: len(fake_x.posts_in_reply_to(tweet)) == 2)
+
+        fake_tg.user_message(SUPPORT, SAM, f"/ticket {tid}")  # its card is already here
+        await eventually(lambda: len(fake_tg.sent(SUPPORT)) == 3)
+        pointer = fake_tg.sent(SUPPORT)[2]
+        assert pointer["text"] == "Here is its card."
+        assert pointer["reply_to_message"]["message_id"] == card["message_id"]
+    finally:
+        await svc.shutdown()
+    assert fake_x.posts_in_reply_to(tweet)[1]["text"] == "Yes, we ship to Norway!"
+
+
+async def test_escalate_now_notifies_the_next_tier_at_once_and_resolved_cards_relabel(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    clock = FakeClock()
+    svc = await start_service(
+        make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg, clock=clock
+    )
+    try:
+        _, tid = await open_ticket(svc, fake_x, "@acme_care hi, do you ship to Norway?")
+        sweep, desk = svc.running.sweep, svc.running.desk
+        assert sweep is not None
+        assert desk is not None
+        await sweep.run_once()
+        await card_in(fake_tg, SUPPORT)
+        await desk.act(Action(Verb.CLAIM, tid), SAM.id, "sam")
+        clock.advance(minutes=2)
+        outcome = await desk.act(Action(Verb.ESCALATE, tid), SAM.id, "sam")
+        assert outcome.message == f"CB-{tid} escalated now to support."
+        await eventually(lambda: len(fake_tg.sent(SUPPORT)) == 2)  # the ping, right away
+        assert "escalated now by Sam" in str(fake_tg.sent(SUPPORT)[1]["text"])
+        [ticket] = await svc.tickets()
+        assert (ticket["state"], ticket["claimed_by"]) == ("escalated", None)
+
+        await desk.act(Action(Verb.RESOLVE, tid), SAM.id, "sam")
+        fixed = await desk.act(
+            Action(Verb.RECATEGORISE, tid, category=Category.COMPLAINT), SAM.id, "sam"
+        )
+        assert fixed.message == f"CB-{tid} is now a complaint."
+    finally:
+        await svc.shutdown()
+    [ticket] = await svc.tickets()
+    assert (ticket["state"], ticket["category"]) == ("resolved", "complaint")
+    manual = [e for e in await svc.events(tid) if e["kind"] == "escalated" and e["actor"] == "Sam"]
+    assert len(manual) == 1

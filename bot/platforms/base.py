@@ -51,8 +51,8 @@ class PlatformAdapter(abc.ABC):
         """Release clients (idempotent)."""
 
     @abc.abstractmethod
-    def reply_destination(self, mention: Mention) -> dict[str, Any]:
-        """Where a reply to ``mention`` goes, as JSON stored on the outbox row."""
+    def reply_destination(self, mention: Mention) -> dict[str, Any] | None:
+        """Where a reply to ``mention`` goes (JSON stored on the outbox row); None: nowhere."""
 
     @abc.abstractmethod
     async def send(self, destination: dict[str, Any], text: str, idempotency_key: str) -> str:

@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 LONG_POLL: Final = 10  # seconds a getUpdates call may wait for news
 # Telegram's published limits (bots FAQ): 20 messages a minute in a group, about one a second
 # in a private chat, 30 a second overall. We keep under them instead of collecting 429s.
+CARD_WAIT: Final = timedelta(seconds=2)  # an edit queued before its card was posted waits
 GROUP_PER_MINUTE: Final = 20
 PRIVATE_PER_SECOND: Final = 1
 OVERALL_PER_SECOND: Final = 30
@@ -222,7 +223,10 @@ class TelegramStaffChat(PlatformAdapter):
         try:
             if "card" in destination:
                 return await self._card(
-                    int(destination["card"]), int(destination["chat_id"]), destination.get("ping")
+                    int(destination["card"]),
+                    int(destination["chat_id"]),
+                    destination.get("ping"),
+                    post=bool(destination.get("post")),
                 )
             return await self._notice(destination, text)
         except TelegramError as exc:
@@ -238,12 +242,19 @@ class TelegramStaffChat(PlatformAdapter):
                 )
             ).scalar_one_or_none()
 
-    async def _card(self, ticket_id: int, chat_id: int, ping: str | None) -> str:
+    async def _card(self, ticket_id: int, chat_id: int, ping: str | None, *, post: bool) -> str:
+        """Post the card (only the row that was queued to post it) or edit it in place."""
         loaded = await self._desk.load(ticket_id)
         if loaded is None:
             raise PermanentError(f"ticket {ticket_id} no longer exists")
         card = render_card(*loaded, self._clock.now(), self._prefix)
         message_id = await self._card_message(ticket_id, chat_id)
+        if message_id is None and not post:  # an edit that overtook the first post: wait for it
+            raise RateLimited(
+                "the card is not posted yet",
+                self._clock.now() + CARD_WAIT,
+                scope=f"card:{ticket_id}:{chat_id}",
+            )
         if message_id is not None:
             try:
                 await self.app.bot.edit_message_text(
@@ -323,7 +334,12 @@ class TelegramStaffChat(PlatformAdapter):
             message.chat_id, message.reply_to_message.message_id
         )
         if ticket_id is None:
-            return  # a reply to something that is not a card: staff talking among themselves
+            replied = message.reply_to_message.from_user
+            if replied is not None and replied.id == self.app.bot.id:  # ours, but no ticket's
+                await self._answer(
+                    message, "To answer a customer, reply to their ticket's card (/ticket N)."
+                )
+            return  # otherwise staff are talking among themselves
         result = await self._desk.reply(
             ticket_id,
             message.from_user.id,
@@ -332,7 +348,7 @@ class TelegramStaffChat(PlatformAdapter):
             message.message_id,
         )
         if not result.queued:
-            await message.reply_text(result.message)
+            await self._answer(message, result.message)
 
     async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -340,14 +356,39 @@ class TelegramStaffChat(PlatformAdapter):
             return
         command, *args = message.text.split(maxsplit=2)
         name = command.lstrip("/").split("@")[0]
+        user_id = message.from_user.id if message.from_user else 0
+        if user_id not in self._desk.members and name != "resolve":  # /resolve records refusals
+            await self._answer(message, "Only configured support staff can use these commands.")
+            return
         if name == "ticket" and args and args[0].lstrip("#").removeprefix(self._prefix).isdigit():
             ticket_id = int(args[0].lstrip("#").removeprefix(self._prefix))
+            existing = await self._card_message(ticket_id, message.chat_id)
+            if existing is not None:  # point at the card rather than posting another
+                await self._answer(message, "Here is its card.", reply_to=existing)
+                return
             if await self.post_card(ticket_id, message.chat_id):
                 return
-        text = await self._desk.command(
-            name, args, message.from_user.id if message.from_user else 0
+        await self._answer(message, await self._desk.command(name, args, user_id), html=True)
+
+    async def _answer(
+        self, message: Message, text: str, *, html: bool = False, reply_to: int | None = None
+    ) -> None:
+        """An interactive answer in a staff chat, counted in the chat's budget."""
+        try:
+            self._spend(message.chat_id)
+        except RateLimited:
+            logger.warning(
+                "staff chat %s: budget spent, not answering %r", message.chat_id, text[:60]
+            )
+            return
+        await self.app.bot.send_message(
+            message.chat_id,
+            text,
+            parse_mode=ParseMode.HTML if html else None,
+            reply_parameters=ReplyParameters(
+                reply_to or message.message_id, allow_sending_without_reply=True
+            ),
         )
-        await message.reply_text(text, parse_mode=ParseMode.HTML)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         logger.error("staff chat: error while handling an update", exc_info=context.error)

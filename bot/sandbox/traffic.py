@@ -517,6 +517,7 @@ async def run_traffic(
     stop: asyncio.Event,
     first_after: float = 0.5,
     on_inject: Callable[[str, SampleMention], None] | None = None,
+    inject: Callable[[SampleMention], str] | None = None,
 ) -> int:
     """Inject generated mentions into ``fake`` as a Poisson process until ``stop`` is set.
 
@@ -527,6 +528,7 @@ async def run_traffic(
         stop: Set it to end the run; the function returns promptly.
         first_after: Seconds before the first mention.
         on_inject: Called with the new post id and its sample after each injection.
+        inject: Post a sample somewhere else than ``fake`` (another platform's fake).
 
     Returns:
         How many mentions were injected.
@@ -547,7 +549,10 @@ async def run_traffic(
         except TimeoutError:
             # The first one is a complaint, so a newcomer sees the whole loop at once.
             sample = gen.sample(Category.COMPLAINT if injected == 0 else None)
-            tweet_id = fake.inject_mention(author=sample.author, text=sample.text)
+            if inject is not None:
+                tweet_id = inject(sample)
+            else:
+                tweet_id = fake.inject_mention(author=sample.author, text=sample.text)
             injected += 1
             if on_inject is not None:
                 on_inject(tweet_id, sample)

@@ -1,0 +1,26 @@
+"""webhook reply url
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-22
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("mentions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("reply_url", sa.String(length=1000), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("mentions", schema=None) as batch_op:
+        batch_op.drop_column("reply_url")
