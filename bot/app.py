@@ -33,6 +33,7 @@ from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening
 from bot.platforms.base import PlatformAdapter
 from bot.platforms.mastodon import MastodonAdapter
+from bot.platforms.telegram import TelegramAdapter
 from bot.platforms.telegram_staff import TelegramStaffChat
 from bot.platforms.webhook import WebhookAdapter
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
@@ -283,7 +284,7 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
         running.fake_telegram = fake_telegram
         root, token = fake_telegram.root_url, SecretStr(fake_telegram.token)
     assert token is not None  # noqa: S101 — config requires it outside the sandbox
-    adapters[Platform.STAFF] = TelegramStaffChat(
+    chat = adapters[Platform.STAFF] = TelegramStaffChat(
         token=token.get_secret_value(),
         api_root=root,
         desk=desk,
@@ -291,6 +292,10 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
         clock=clock,
         ref_prefix=cb.tickets.ref_prefix,
     )
+    if cb.sandbox.enabled or cb.platforms.telegram.enabled:  # customers on the same bot
+        adapters[Platform.TELEGRAM] = TelegramAdapter(
+            app=chat.app, staff_chats=desk.chat_ids, clock=clock
+        )
     return desk
 
 

@@ -119,6 +119,12 @@ class MastodonConfig(_Model):
     page_size: int = Field(default=40, ge=1, le=80)
 
 
+class TelegramConfig(_Model):
+    """Customers on Telegram, through the staff chat's bot (CAREBOT_TELEGRAM_STAFF_TOKEN)."""
+
+    enabled: bool = False
+
+
 class WebhookConfig(_Model):
     """``POST /ingest``: mentions from any system, signed with CAREBOT_WEBHOOK_SECRET."""
 
@@ -133,6 +139,7 @@ class PlatformsConfig(_Model):
 
     x: XConfig = Field(default_factory=XConfig)
     mastodon: MastodonConfig = Field(default_factory=MastodonConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
 
