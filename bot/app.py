@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import zlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -399,7 +400,17 @@ def _start_sandbox_people(
 ) -> None:
     """Generated customers, and a simulated support team when the sandbox runs its own chat."""
     assert running.fake_x is not None  # noqa: S101 — called in sandbox mode only
-    _start_traffic(config, running.fake_x, supervisor, stack, running.fake_mastodon)
+    others: dict[str, Callable[[SampleMention], str]] = {}
+    rng = random.Random(config.carebot.sandbox.seed)
+    if running.fake_mastodon is not None:
+        others["mastodon"] = _toot(running.fake_mastodon, rng)
+    if (
+        running.fake_telegram is not None
+        and Platform.TELEGRAM in running.adapters
+        and own_telegram
+    ):
+        others["telegram"] = _dm(running.fake_telegram)
+    _start_traffic(config, running.fake_x, supervisor, stack, others)
     if running.fake_telegram is not None and own_telegram:
         _start_staff_simulator(config, running.fake_telegram, supervisor, stack)
 
@@ -424,46 +435,50 @@ def _start_traffic(
     fake: FakeX,
     supervisor: TaskSupervisor,
     stack: AsyncExitStack,
-    mastodon: FakeMastodon | None,
+    others: dict[str, Callable[[SampleMention], str]],
 ) -> None:
-    """Generated customers: two thirds on the fake X, a third on the fake Mastodon."""
+    """Generated customers, shared between the fake X and the other fake platforms."""
     sandbox = config.carebot.sandbox
     rng = random.Random(sandbox.seed)
     brand = config.carebot.brand.name
-    share = 2 / 3 if mastodon is not None else 1.0
+    rate = sandbox.traffic_per_minute / (1 + len(others))
     flag = asyncio.Event()
-    x_task = supervisor.spawn(
-        run_traffic(
-            fake,
-            TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
-            rate_per_minute=sandbox.traffic_per_minute * share,
-            stop=flag,
-            first_after=1.0,  # after the first poll has recorded where "now" is
-        ),
-        name="sandbox-traffic",
-    )
-    stack.push_async_callback(_stop_task, flag, x_task)
-    if mastodon is None:
-        return
-    visibilities = ("public", "public", "unlisted", "direct")
+    channels: list[tuple[str, Callable[[SampleMention], str] | None, float]] = [
+        ("sandbox-traffic", None, 1.0),
+        *((f"sandbox-traffic-{name}", inject, 3.0) for name, inject in others.items()),
+    ]
+    for name, inject, first in channels:
+        task = supervisor.spawn(
+            run_traffic(
+                fake,
+                TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
+                rate_per_minute=rate,
+                stop=flag,
+                first_after=first,  # after the first poll has recorded where "now" is
+                inject=inject,
+            ),
+            name=name,
+        )
+        stack.push_async_callback(_stop_task, flag, task)
 
-    def toot(sample: SampleMention) -> str:
-        return mastodon.post_mention(
-            sample.author, sample.text, visibility=rng.choice(visibilities), bot=sample.is_bot
+
+def _toot(fake: FakeMastodon, rng: random.Random) -> Callable[[SampleMention], str]:
+    def inject(sample: SampleMention) -> str:
+        visibility = rng.choice(("public", "public", "unlisted", "direct"))
+        return fake.post_mention(
+            sample.author, sample.text, visibility=visibility, bot=sample.is_bot
         )
 
-    m_task = supervisor.spawn(
-        run_traffic(
-            fake,
-            TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
-            rate_per_minute=sandbox.traffic_per_minute * (1 - share),
-            stop=flag,
-            first_after=3.0,
-            inject=toot,
-        ),
-        name="sandbox-traffic-mastodon",
-    )
-    stack.push_async_callback(_stop_task, flag, m_task)
+    return inject
+
+
+def _dm(fake: FakeTelegram) -> Callable[[SampleMention], str]:
+    def inject(sample: SampleMention) -> str:
+        user_id = 7_000_000 + zlib.crc32(sample.author.encode()) % 1_000_000
+        user = TgUser(user_id, sample.author, sample.author, is_bot=sample.is_bot)
+        return str(fake.user_message(user_id, user, sample.text)["message_id"])
+
+    return inject
 
 
 async def _stop_task(flag: asyncio.Event, task: asyncio.Task[Any]) -> None:

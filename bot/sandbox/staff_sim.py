@@ -18,7 +18,10 @@ REPLIES: Final = (
     "Hi! I've looked into this and sent you the details by DM. Anything else, just reply here.",
     "Thanks for your patience. This is sorted now; let us know if it happens again.",
     "Good news: the fix is on its way to you today. Sorry again for the hassle!",
+)
+THANKS: Final = (
     "Thank you! We've shared your kind words with the whole team.",
+    "That's so kind of you, thank you! Enjoy a little something on us next time.",
 )
 
 
@@ -77,9 +80,10 @@ class StaffSimulator:
         if step == 0 and "Claim" in data:
             self._fake.click(chat, message_id, member, data["Claim"])
         elif step == 1:
-            self._fake.user_message(
-                chat, member, self._rng.choice(REPLIES), reply_to_message_id=message_id
-            )
+            card = next((m for m in self._fake.sent(chat) if m["message_id"] == message_id), {})
+            praise = str(card.get("text", "")).startswith("💚")
+            text = self._rng.choice(THANKS if praise else REPLIES)
+            self._fake.user_message(chat, member, text, reply_to_message_id=message_id)
         elif step == 2 and "Resolve" in data:
             self._fake.click(chat, message_id, member, data["Resolve"])
             return
