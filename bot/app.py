@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -162,8 +162,7 @@ async def run(
                 sweep.observers.append(view.staff)
             if sweep_jobs:
                 _schedule_sweep(sweep, cb.staff.sweep_interval, stack)
-        if Platform.WEBHOOK in adapters:
-            running.web = await _start_web(config, pipeline, clock, stack, out)
+        running.web = await _start_web(config, adapters, pipeline, clock, stack, out)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_sandbox_people(
                 config, running, supervisor, stack, own_telegram=not fake_telegram
@@ -239,22 +238,35 @@ async def _mastodon(  # noqa: PLR0917 — the composition root passes its parts
     )
 
 
-async def _start_web(
-    config: Config, pipeline: Pipeline, clock: Clock, stack: AsyncExitStack, out: TextIO | None
-) -> WebServer:
+async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
+    config: Config,
+    adapters: dict[Platform, PlatformAdapter],
+    pipeline: Pipeline,
+    clock: Clock,
+    stack: AsyncExitStack,
+    out: TextIO | None,
+) -> WebServer | None:
+    """Carebot's HTTP server, when a webhook (ours or Telegram's) needs it."""
+    chat = adapters.get(Platform.STAFF)
+    telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None
+    if isinstance(chat, TelegramStaffChat) and config.telegram_webhook_secret is not None:
+        telegram = (chat.feed, config.telegram_webhook_secret)
+    if Platform.WEBHOOK not in adapters and telegram is None:
+        return None
     hook = config.carebot.platforms.webhook
     server = WebServer(
         host=config.http_host,
         port=config.http_port,
         sink=pipeline,
-        secret=config.webhook_secret or SANDBOX_WEBHOOK_SECRET,
+        secret=(config.webhook_secret or SANDBOX_WEBHOOK_SECRET) if hook.enabled else None,
         clock=clock,
         max_body=hook.max_body_bytes,
         tolerance=hook.timestamp_tolerance,
+        telegram=telegram,
     )
     await server.start()
     stack.push_async_callback(server.stop)
-    if out is not None:
+    if out is not None and hook.enabled:
         out.write(f"carebot webhook: POST http://{config.http_host}:{server.port}/ingest\n")
     return server
 
@@ -285,6 +297,9 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
         running.fake_telegram = fake_telegram
         root, token = fake_telegram.root_url, SecretStr(fake_telegram.token)
     assert token is not None  # noqa: S101 — config requires it outside the sandbox
+    hook = None
+    if cb.staff.telegram_webhook_url and config.telegram_webhook_secret is not None:
+        hook = (cb.staff.telegram_webhook_url, config.telegram_webhook_secret)
     chat = adapters[Platform.STAFF] = TelegramStaffChat(
         token=token.get_secret_value(),
         api_root=root,
@@ -292,6 +307,7 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
         store=store,
         clock=clock,
         ref_prefix=cb.tickets.ref_prefix,
+        webhook=hook,
     )
     if cb.sandbox.enabled or cb.platforms.telegram.enabled:  # customers on the same bot
         adapters[Platform.TELEGRAM] = TelegramAdapter(

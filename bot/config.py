@@ -28,6 +28,7 @@ from bot.yamlload import LocatedYaml, YamlSyntaxError, load_located
 
 CONFIG_DIR_ENV: Final = "CAREBOT_CONFIG_DIR"
 DATABASE_URL_ENV: Final = "CAREBOT_DATABASE_URL"
+TELEGRAM_WEBHOOK_SECRET_ENV: Final = "CAREBOT_TELEGRAM_WEBHOOK_SECRET"  # noqa: S105 — a name
 WEBHOOK_SECRET_ENV: Final = "CAREBOT_WEBHOOK_SECRET"  # noqa: S105 — a variable's name
 MASTODON_TOKEN_ENV: Final = "CAREBOT_MASTODON_ACCESS_TOKEN"  # noqa: S105 — a variable's name
 STAFF_TOKEN_ENV: Final = "CAREBOT_TELEGRAM_STAFF_TOKEN"  # noqa: S105 — a variable's name
@@ -208,6 +209,7 @@ class StaffConfig(_Model):
     telegram_api_base_url: str = Field(
         default="https://api.telegram.org", pattern=r"^https?://\S+$"
     )
+    telegram_webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+/telegram$")
     sweep_interval: Duration = timedelta(seconds=5)
     groups: list[StaffGroup] = Field(default_factory=list)
     members: list[StaffMember] = Field(default_factory=list)
@@ -259,6 +261,7 @@ class Config:
     telegram_staff_token: SecretStr | None = None
     mastodon_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
 
@@ -449,6 +452,25 @@ def _webhook_secret(
     return None
 
 
+def _telegram_webhook_secret(
+    carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
+) -> SecretStr | None:
+    if not carebot.staff.telegram_webhook_url:
+        return None
+    secret = environ.get(TELEGRAM_WEBHOOK_SECRET_ENV, "")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", secret):
+        problems.append(
+            Problem(
+                "environment",
+                None,
+                TELEGRAM_WEBHOOK_SECRET_ENV,
+                "staff.telegram_webhook_url is set: give 16-256 characters of A-Z a-z 0-9 _ -",
+            )
+        )
+        return None
+    return SecretStr(secret)
+
+
 def _http_address(
     carebot: CarebotFile, environ: Mapping[str, str], problems: list[Problem]
 ) -> tuple[str, int]:
@@ -550,6 +572,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
     staff_token = _staff_token(carebot, environ, problems) if carebot else None
     mastodon_token = _mastodon_token(carebot, environ, problems) if carebot else None
     webhook_secret = _webhook_secret(carebot, environ, problems) if carebot else None
+    tg_secret = _telegram_webhook_secret(carebot, environ, problems) if carebot else None
     host, port = _http_address(carebot, environ, problems) if carebot else ("", 0)
     if problems or carebot is None or rules is None or templates is None or escalation is None:
         raise ConfigError(problems)
@@ -564,6 +587,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
         telegram_staff_token=staff_token,
         mastodon_token=mastodon_token,
         webhook_secret=webhook_secret,
+        telegram_webhook_secret=tg_secret,
         http_host=host,
         http_port=port,
     )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+
+import aiohttp
+
 from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.x_fake import FakeX
 from tests.conftest import ConfigDir
@@ -59,3 +63,36 @@ async def test_dms_and_group_mentions_are_acked_in_their_chats_and_chatter_is_no
     assert joined["status"] == "follow_up"
     assert joined["ticket_id"] == rows[f"{FANS}:{mention['message_id']}"]["ticket_id"]
     assert len([t for t in await svc.tickets() if t["platform"] == "telegram"]) == 2
+
+
+async def test_the_webhook_route_takes_updates_and_refuses_a_wrong_secret(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    with socket.socket() as probe:  # a free port for carebot's HTTP server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "tg-webhook-secret-0123456789"
+    config = make_config(
+        config_copy,
+        sqlite_url,
+        env={"CAREBOT_TELEGRAM_WEBHOOK_SECRET": secret, "CAREBOT_HTTP_PORT": str(port)},
+        staff={"enabled": True, "telegram_webhook_url": f"http://127.0.0.1:{port}/telegram"},
+        platforms={"telegram": {"enabled": True}},
+    )
+    svc = await start_service(config, fake_x, telegram=fake_tg)
+    try:
+        assert fake_tg.webhook_url == f"http://127.0.0.1:{port}/telegram"
+        polls = sum(1 for r in fake_tg.requests if r.method == "getUpdates")
+        dm = fake_tg.user_message(OLA.id, OLA, "my order arrived broken, what now?")
+        await eventually(lambda: len(fake_tg.sent(OLA.id)) == 1)
+        assert fake_tg.sent(OLA.id)[0]["reply_to_message"]["message_id"] == dm["message_id"]
+        assert sum(1 for r in fake_tg.requests if r.method == "getUpdates") == polls
+        update = {"update_id": 99, "message": {"message_id": 1, "date": 0, "text": "hi"}}
+        async with aiohttp.ClientSession() as session:
+            for header in ({}, {"X-Telegram-Bot-Api-Secret-Token": "nope"}):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/telegram", json=update, headers=header
+                ) as resp:
+                    assert resp.status == 403
+    finally:
+        await svc.shutdown()

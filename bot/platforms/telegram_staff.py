@@ -13,6 +13,7 @@ import os
 from datetime import timedelta
 from typing import Any, ClassVar, Final
 
+from pydantic import SecretStr
 from sqlalchemy import select
 from telegram import (
     CallbackQuery,
@@ -62,6 +63,7 @@ from handlers.staff import parse_callback
 logger = logging.getLogger(__name__)
 
 LONG_POLL: Final = 10  # seconds a getUpdates call may wait for news
+ALLOWED_UPDATES: Final = ("message", "callback_query")
 # Telegram's published limits (bots FAQ): 20 messages a minute in a group, about one a second
 # in a private chat, 30 a second overall. We keep under them instead of collecting 429s.
 CARD_WAIT: Final = timedelta(seconds=2)  # an edit queued before its card was posted waits
@@ -110,6 +112,7 @@ class TelegramStaffChat(PlatformAdapter):
         store: Store,
         clock: Clock,
         ref_prefix: str,
+        webhook: tuple[str, SecretStr] | None = None,
     ) -> None:
         # PTB 22 warns on every RetryAfter unless durations are timedeltas (its next default).
         os.environ.setdefault("PTB_TIMEDELTA", "1")
@@ -117,10 +120,13 @@ class TelegramStaffChat(PlatformAdapter):
         self._store = store
         self._clock = clock
         self._prefix = ref_prefix
+        self._webhook = webhook
         root = api_root.rstrip("/")
+        builder = Application.builder()
+        if webhook is not None:  # updates arrive on our own HTTP server: no PTB updater
+            builder = builder.updater(None)
         self.app: Application[Any, Any, Any, Any, Any, Any] = (
-            Application.builder()
-            .token(token)
+            builder.token(token)
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
             .job_queue(None)
@@ -187,14 +193,36 @@ class TelegramStaffChat(PlatformAdapter):
         logger.info("staff chat: signed in as @%s", self.app.bot.username)
 
     async def start(self, sink: MentionSink, supervisor: TaskSupervisor) -> None:
-        """Start receiving staff updates (long polling)."""
+        """Start receiving updates: long polling, or Telegram posting to our webhook route."""
         del sink, supervisor  # staff messages are not mentions; PTB owns its polling task
-        assert self.app.updater is not None  # noqa: S101 — built with the default updater
-        await self.app.updater.start_polling(
-            poll_interval=0, timeout=LONG_POLL, allowed_updates=["message", "callback_query"]
-        )
+        if self._webhook is not None:
+            url, secret = self._webhook
+            try:
+                await self.app.bot.set_webhook(
+                    url,
+                    secret_token=secret.get_secret_value(),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                )
+            except TelegramError as exc:
+                raise StartupError(f"Telegram refused the webhook {url}: {exc.message}") from exc
+        else:
+            assert self.app.updater is not None  # noqa: S101 — built with the default updater
+            await self.app.updater.start_polling(
+                poll_interval=0, timeout=LONG_POLL, allowed_updates=list(ALLOWED_UPDATES)
+            )
         await self.app.start()
         self._running = True
+
+    async def feed(self, data: object) -> None:
+        """Handle one update posted to our webhook route, before we answer Telegram.
+
+        Raises:
+            ValueError: the body is not an update.
+        """
+        if not isinstance(data, dict) or "update_id" not in data:
+            raise ValueError("not a Telegram update")
+        update = Update.de_json(data, self.app.bot)
+        await self.app.process_update(update)
 
     async def stop(self) -> None:
         """Stop receiving updates; sending still works while the outbox drains."""
