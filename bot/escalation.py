@@ -29,7 +29,7 @@ from bot.ladder import (
     schedule,
 )
 from bot.models import outbox, staff_cards, ticket_events, tickets
-from bot.store import SYSTEM_ACTOR, Store, ticket_ref
+from bot.store import SYSTEM_ACTOR, Store, pending_row, ticket_ref
 from bot.tasks import call_observers
 
 logger = logging.getLogger(__name__)
@@ -352,20 +352,13 @@ class EscalationSweep:
     def _row(
         t: RowMapping, destination: dict[str, Any], text: str, now: datetime
     ) -> dict[str, Any]:
-        return {
-            "ticket_id": t["id"],
-            "kind": OutboxKind.STAFF.value,
-            "platform": Platform.STAFF.value,
-            "destination": destination,
-            "text": text,
-            "idempotency_key": f"staff:{t['id']}:{uuid.uuid4().hex}",
-            "state": OutboxState.PENDING.value,
-            "priority": t["priority"],
-            "attempts": 0,
-            "next_attempt_at": now,
-            "claimed_at": None,
-            "sent_at": None,
-            "external_id": None,
-            "last_error": None,
-            "created_at": now,
-        }
+        return pending_row(
+            ticket_id=t["id"],
+            kind=OutboxKind.STAFF,
+            platform=Platform.STAFF,
+            destination=destination,
+            text=text,
+            key=f"staff:{t['id']}:{uuid.uuid4().hex}",
+            priority=t["priority"],
+            now=now,
+        )

@@ -17,12 +17,12 @@ from typing import Any, Final
 from sqlalchemy import RowMapping, func, select, update
 
 from bot.config import StaffConfig
-from bot.domain import Category, OutboxKind, OutboxState, Platform, TicketState
+from bot.domain import Category, OutboxKind, Platform, TicketState
 from bot.escalation import reschedule
 from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
-from bot.store import Store, mention_from_row, ticket_ref
+from bot.store import Store, mention_from_row, pending_row, ticket_ref
 from bot.tasks import call_observers
 from bot.textlimits import X_MAX_WEIGHTED, x_weighted_length
 from handlers.staff import Action, Member, Outcome, TicketView, Verb, decide
@@ -443,7 +443,13 @@ class StaffDesk:
         return "\n".join(lines)
 
     async def reply(
-        self, ticket_id: int, user_id: int, actor_label: str, text: str, message_id: int
+        self,
+        ticket_id: int,
+        user_id: int,
+        actor_label: str,
+        text: str,
+        message_id: int,
+        chat_id: int = 0,
     ) -> ReplyResult:
         """Relay a staff reply to the customer in the original thread, through the outbox."""
         member = self.members.get(user_id)
@@ -474,17 +480,16 @@ class StaffDesk:
         async with self._store.write() as conn:
             await conn.execute(
                 outbox.insert().values(
-                    ticket_id=ticket_id,
-                    kind=OutboxKind.REPLY.value,
-                    platform=platform.value,
-                    destination=destination,
-                    text=body,
-                    idempotency_key=f"reply:{ticket_id}:{message_id}",
-                    state=OutboxState.PENDING.value,
-                    priority=0,
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
+                    pending_row(
+                        ticket_id=ticket_id,
+                        kind=OutboxKind.REPLY,
+                        platform=platform,
+                        destination=destination,
+                        text=body,
+                        key=f"reply:{ticket_id}:{chat_id}:{message_id}",  # ids repeat across chats
+                        priority=0,
+                        now=now,
+                    )
                 )
             )
             await conn.execute(

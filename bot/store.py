@@ -173,6 +173,37 @@ class OutboxRow:
         )
 
 
+def pending_row(
+    *,
+    ticket_id: int | None,
+    kind: OutboxKind,
+    platform: Platform,
+    destination: dict[str, Any],
+    text: str,
+    key: str,
+    priority: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The values of a new outbox row, due now."""
+    return {
+        "ticket_id": ticket_id,
+        "kind": kind.value,
+        "platform": platform.value,
+        "destination": destination,
+        "text": text,
+        "idempotency_key": key,
+        "state": OutboxState.PENDING.value,
+        "priority": priority,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "claimed_at": None,
+        "sent_at": None,
+        "external_id": None,
+        "last_error": None,
+        "created_at": now,
+    }
+
+
 def mention_from_row(row: Mapping[Any, Any]) -> StoredMention:
     """Rebuild a stored mention from its row."""
     return StoredMention(
@@ -453,23 +484,16 @@ class Store:
             select(staff_cards.c.chat_id).where(staff_cards.c.ticket_id == ticket_id)
         )
         rows = [
-            {
-                "ticket_id": ticket_id,
-                "kind": OutboxKind.STAFF.value,
-                "platform": Platform.STAFF.value,
-                "destination": {"card": ticket_id, "chat_id": chat_id},
-                "text": f"card update for ticket {ticket_id}",
-                "idempotency_key": f"card:{ticket_id}:{chat_id}:{uuid.uuid4().hex}",
-                "state": OutboxState.PENDING.value,
-                "priority": 0,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "claimed_at": None,
-                "sent_at": None,
-                "external_id": None,
-                "last_error": None,
-                "created_at": now,
-            }
+            pending_row(
+                ticket_id=ticket_id,
+                kind=OutboxKind.STAFF,
+                platform=Platform.STAFF,
+                destination={"card": ticket_id, "chat_id": chat_id},
+                text=f"card update for ticket {ticket_id}",
+                key=f"card:{ticket_id}:{chat_id}:{uuid.uuid4().hex}",
+                priority=0,
+                now=now,
+            )
             for chat_id in chats.scalars()
         ]
         if rows:
@@ -622,23 +646,16 @@ class Store:
         m, plan, ack = d.stored.mention, d.plan, d.ack
         assert plan is not None  # noqa: S101 — filtered by the caller
         assert ack is not None  # noqa: S101
-        return {
-            "ticket_id": ticket_id,
-            "kind": OutboxKind.ACK.value,
-            "platform": m.platform.value,
-            "destination": ack.destination,
-            "text": text,
-            "idempotency_key": f"ack:{m.platform.value}:{m.external_id}",
-            "state": OutboxState.PENDING.value,
-            "priority": plan.priority,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "claimed_at": None,
-            "sent_at": None,
-            "external_id": None,
-            "last_error": None,
-            "created_at": now,
-        }
+        return pending_row(
+            ticket_id=ticket_id,
+            kind=OutboxKind.ACK,
+            platform=m.platform,
+            destination=ack.destination,
+            text=text,
+            key=f"ack:{m.platform.value}:{m.external_id}",
+            priority=plan.priority,
+            now=now,
+        )
 
     async def put_card(self, ticket_id: int, chat_id: int, message_id: int) -> None:
         """Remember (or move) the message that is a ticket's card in a staff chat."""

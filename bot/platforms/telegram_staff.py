@@ -374,6 +374,7 @@ class TelegramStaffChat(PlatformAdapter):
             self._label(message.from_user),
             message.text or "",
             message.message_id,
+            chat_id=message.chat_id,
         )
         if not result.queued:
             await self._answer(message, result.message)
