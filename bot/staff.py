@@ -442,7 +442,7 @@ class StaffDesk:
             )
         return "\n".join(lines)
 
-    async def reply(
+    async def reply(  # noqa: PLR0917 — the parts of one staff message
         self,
         ticket_id: int,
         user_id: int,
