@@ -249,7 +249,8 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
     """Carebot's HTTP server, when a webhook (ours or Telegram's) needs it."""
     chat = adapters.get(Platform.STAFF)
     telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None
-    if isinstance(chat, TelegramStaffChat) and config.telegram_webhook_secret is not None:
+    webhook_mode = config.carebot.staff.telegram_webhook_url is not None
+    if isinstance(chat, TelegramStaffChat) and webhook_mode and config.telegram_webhook_secret:
         telegram = (chat.feed, config.telegram_webhook_secret)
     if Platform.WEBHOOK not in adapters and telegram is None:
         return None

@@ -18,9 +18,13 @@ class SlidingWindow:
         self._hits: dict[Hashable, deque[datetime]] = {}
 
     def _trim(self, key: Hashable, now: datetime) -> deque[datetime]:
-        hits = self._hits.setdefault(key, deque())
+        hits = self._hits.get(key)
+        if hits is None:
+            return deque()
         while hits and hits[0] <= now - self.window:
             hits.popleft()
+        if not hits:  # forget idle keys: one per chat ever seen would grow without bound
+            del self._hits[key]
         return hits
 
     def wait_until(self, key: Hashable, now: datetime) -> datetime | None:
@@ -34,4 +38,5 @@ class SlidingWindow:
 
     def record(self, key: Hashable, now: datetime) -> None:
         """Count one event for ``key``."""
-        self._trim(key, now).append(now)
+        self._trim(key, now)
+        self._hits.setdefault(key, deque()).append(now)

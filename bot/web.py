@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from bot.clock import Clock
 from bot.platforms.base import MentionSink
+from bot.platforms.telegram_staff import UpdateNotStored
 from bot.platforms.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -71,6 +72,8 @@ class WebServer:
             await feed(await request.json())  # handled (and stored) before Telegram hears 200
         except (ValueError, UnicodeDecodeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        except UpdateNotStored as exc:
+            return web.json_response({"error": str(exc)}, status=500)
         return web.json_response({"ok": True})
 
     async def start(self) -> None:

@@ -149,3 +149,25 @@ async def test_a_bad_body_is_a_400_naming_the_field_and_a_huge_one_a_413(svc: Se
     status, answer = await post(svc, huge)
     assert status == 413
     assert await svc.mentions() == []
+
+
+async def test_a_reply_to_our_ack_joins_the_ticket_and_odd_timestamps_are_401(
+    svc: Service, receiver: Receiver
+) -> None:
+    status, _ = await post(svc, json.dumps(body(reply_url=receiver.url)).encode())
+    assert status == 202
+    await eventually(lambda: len(receiver.got) == 1)
+    await eventually(lambda: _sent(svc))
+    their_id = "reply-1"  # the id the receiver gave our acknowledgement
+    follow = body(external_id="r-2", text="it is still broken", in_reply_to_id=their_id)
+    follow["reply_url"] = receiver.url
+    status, _ = await post(svc, json.dumps(follow).encode())
+    assert status == 202
+    [ticket] = await svc.tickets()  # joined, not a second ticket
+    kinds = [e["kind"] for e in await svc.events(ticket["id"])]
+    assert "customer_follow_up" in kinds
+    assert len(receiver.got) == 1  # and no second ack
+    for stamp in ("²", "9" * 5000):
+        status, answer = await post(svc, b"{}", stamp=stamp)
+        assert status == 401
+        assert "X-Carebot-Timestamp" in answer["error"]

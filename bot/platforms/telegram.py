@@ -18,6 +18,7 @@ from telegram import Message, ReplyParameters, Update
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes, MessageHandler, filters
 
+from bot.backoff import Backoff
 from bot.clock import Clock
 from bot.domain import Mention, Platform
 from bot.errors import RateLimited
@@ -29,6 +30,8 @@ from bot.tasks import TaskSupervisor
 logger = logging.getLogger(__name__)
 
 MAX_TEXT: Final = 10_000
+STORE_ATTEMPTS: Final = 6  # about half a minute of retries while the database is away
+FAILED_UPDATES: Final = "carebot_failed_updates"  # bot_data key read by the webhook route
 
 
 class TelegramAdapter(PlatformAdapter):
@@ -67,9 +70,7 @@ class TelegramAdapter(PlatformAdapter):
         self._ready.set()
 
     async def stop(self) -> None:
-        """Stop taking messages (the staff chat stops the shared polling)."""
-        self._ready.clear()
-        self._sink = None
+        """Nothing to do: updates the shared polling already fetched must still be stored."""
 
     async def close(self) -> None:
         """The shared application is closed by the staff chat."""
@@ -95,8 +96,23 @@ class TelegramAdapter(PlatformAdapter):
         if self._sink is None:  # the shared polling may start a moment before we do
             await asyncio.wait_for(self._ready.wait(), timeout=30)
         sink = self._sink
-        if sink is not None:
-            await sink.submit([self.to_mention(message)])  # stored before the update is done
+        if sink is None:
+            return
+        mention = self.to_mention(message)
+        backoff = Backoff(timedelta(seconds=0.5), timedelta(seconds=10))
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                await sink.submit([mention])  # stored before the update is done
+            except Exception:
+                if attempt == STORE_ATTEMPTS:
+                    # webhook mode answers Telegram 500, so Telegram delivers it again
+                    failed = self._app.bot_data.setdefault(FAILED_UPDATES, set())
+                    failed.add(update.update_id)
+                    logger.exception("telegram: could not store message %s", mention.external_id)
+                    return
+                await asyncio.sleep(backoff.failed().total_seconds())
+            else:
+                return
 
     @staticmethod
     def to_mention(message: Message) -> Mention:

@@ -72,6 +72,10 @@ PRIVATE_PER_SECOND: Final = 1
 OVERALL_PER_SECOND: Final = 30
 
 
+class UpdateNotStored(RuntimeError):
+    """A webhook update could not be stored; answering 500 makes Telegram send it again."""
+
+
 def _markup(card: Card) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
@@ -223,6 +227,10 @@ class TelegramStaffChat(PlatformAdapter):
             raise ValueError("not a Telegram update")
         update = Update.de_json(data, self.app.bot)
         await self.app.process_update(update)
+        failed: set[int] = self.app.bot_data.get("carebot_failed_updates", set())
+        if update.update_id in failed:  # a handler could not store it: Telegram must retry
+            failed.discard(update.update_id)
+            raise UpdateNotStored(f"update {update.update_id} was not stored")
 
     async def stop(self) -> None:
         """Stop receiving updates; sending still works while the outbox drains."""

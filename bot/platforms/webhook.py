@@ -63,7 +63,7 @@ def verify(  # noqa: PLR0917 — the parts of one signed request
     tolerance: timedelta,
 ) -> str | None:
     """Why a request is not authentic, or None when it is."""
-    if not timestamp or not timestamp.isdigit():
+    if not timestamp or not re.fullmatch(r"[0-9]{1,12}", timestamp):
         return f"missing or malformed {TIMESTAMP_HEADER}"
     if abs(now.timestamp() - int(timestamp)) > tolerance.total_seconds():
         return f"{TIMESTAMP_HEADER} is outside the allowed window (replay?)"
@@ -220,11 +220,9 @@ class WebhookAdapter(PlatformAdapter):
             answer = json.loads(payload) if payload else {}
         except json.JSONDecodeError:
             answer = {}
-        return (
-            str(answer.get("id") or idempotency_key)
-            if isinstance(answer, dict)
-            else idempotency_key
-        )
+        their_id = answer.get("id") if isinstance(answer, dict) else None
+        # prefixed like the source's own ids, so a reply to our reply finds its ticket
+        return f"{destination['source']}:{their_id or idempotency_key}"
 
     async def find_delivery(self, destination: dict[str, Any], text: str) -> str | None:
         """Sources cannot be searched: a retry repeats the idempotency key instead."""
