@@ -45,6 +45,7 @@ def make_config(tmp: Path, db_url: str) -> object:
     data = yaml.safe_load(path.read_text())
     data["sandbox"].update(traffic_per_minute=0, poll_interval="20ms", live_log=False)
     data["outbox"].update(batch_size=100)
+    data["staff"]["enabled"] = os.environ.get("BENCH_STAFF", "1") == "1"
     data["logging"]["level"] = "ERROR"
     path.write_text(yaml.safe_dump(data))
     return load_config(target, {"CAREBOT_DATABASE_URL": db_url})

@@ -34,7 +34,7 @@ from bot.tasks import call_observers
 
 logger = logging.getLogger(__name__)
 
-SWEEP_BATCH: Final = 100
+SWEEP_BATCH: Final = 25  # tickets per transaction: short write locks, acks are not kept waiting
 DIGEST_MAX: Final = 150  # tickets per digest: every reference fits in one Telegram message
 WAKING: Final = (TicketState.OPEN, TicketState.ACKNOWLEDGED, TicketState.REOPENED)
 

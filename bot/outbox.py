@@ -58,7 +58,7 @@ class OutboxSender:
         self._clock = clock
         self._rng = rng or random.Random()
         self._stale_after = stale_after
-        self._wake = asyncio.Event()
+        self._wakes = {p: asyncio.Event() for p in adapters}
         self._paused: dict[Platform, datetime] = {}
         self._draining = False
         self._last_settle: datetime | None = None
@@ -66,7 +66,8 @@ class OutboxSender:
 
     def wake(self) -> None:
         """New rows were committed: look now rather than at the next idle poll."""
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     def paused_until(self, platform: Platform) -> datetime | None:
         """When a rate-limited platform may be called again (None: not paused)."""
@@ -74,18 +75,27 @@ class OutboxSender:
         return until if until is not None and until > self._clock.now() else None
 
     async def run(self) -> None:
-        """Deliver until stopped; with :meth:`stop`, first drain what is due."""
+        """Deliver until stopped; with :meth:`stop`, first drain what is due.
+
+        Each platform has its own loop, so a slow or rate-limited destination (the staff
+        chat in a storm) never holds back customers' acknowledgements on another.
+        """
+        await asyncio.gather(*(self._run_for(p) for p in self._adapters))
+
+    async def _run_for(self, platform: Platform) -> None:
         failures = Backoff(timedelta(seconds=1), timedelta(minutes=1), self._rng)
         while True:
             try:
-                sent = await self.run_once()
+                sent = await self.run_once([platform])
                 if not sent:
                     if self._draining:
                         return
-                    await self._idle()
+                    await self._idle(platform)
             except Exception:  # e.g. the database is away: delivery must go on
                 wait = failures.failed()
-                logger.exception("outbox: round failed; retrying in %.1fs", wait.total_seconds())
+                logger.exception(
+                    "outbox: %s round failed; retrying in %.1fs", platform, wait.total_seconds()
+                )
                 if self._draining:
                     return
                 await asyncio.sleep(wait.total_seconds())
@@ -106,30 +116,41 @@ class OutboxSender:
         except Exception:  # noqa: BLE001 — the task's own failure was already logged
             logger.debug("outbox task ended with an error during drain")
 
-    async def _idle(self) -> None:
-        """Sleep until the next row is due, a pause ends, or new rows are committed."""
+    async def _idle(self, platform: Platform) -> None:
+        """Sleep until the platform's next row is due, its pause ends, or rows are committed."""
         now = self._clock.now()
-        paused = {p: until for p, until in self._paused.items() if until > now}
-        active = [p for p in self._adapters if p not in paused]
-        moments = list(paused.values())
-        due = await self._store.next_due_at(active) if active else None
-        if due is not None:
-            moments.append(due)
+        until = self._paused.get(platform)
+        moments = [until] if until is not None and until > now else []
+        if not moments:
+            due = await self._store.next_due_at([platform])
+            if due is not None:
+                moments.append(due)
         wait = min([IDLE_POLL, *((m - now).total_seconds() for m in moments)])
         if wait <= 0:
             return
+        wake = self._wakes[platform]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=wait)
-        self._wake.clear()
+            await asyncio.wait_for(wake.wait(), timeout=wait)
+        wake.clear()
 
-    async def run_once(self) -> int:
+    async def run_once(self, platforms: list[Platform] | None = None) -> int:
         """Settle stale rows, claim a batch of due rows and deliver them; return how many."""
         await self._settle_stale()
         now = self._clock.now()
         paused = [p for p, until in self._paused.items() if until > now]
         rows = await self._store.claim_due(
-            self._settings.batch_size, exclude=paused, platforms=self._adapters
+            self._settings.batch_size,
+            exclude=paused,
+            platforms=platforms if platforms is not None else list(self._adapters),
         )
+        by_platform: dict[Platform, list[OutboxRow]] = {}
+        for row in rows:
+            by_platform.setdefault(row.platform, []).append(row)
+        # platforms in parallel (a slow staff chat must not hold customers' acks), each in order
+        await asyncio.gather(*(self._deliver_in_order(group) for group in by_platform.values()))
+        return len(rows)
+
+    async def _deliver_in_order(self, rows: list[OutboxRow]) -> None:
         for row in rows:
             if self.paused_until(row.platform) is not None:  # paused by an earlier row
                 await self._store.mark_retry(
@@ -137,7 +158,6 @@ class OutboxSender:
                 )
                 continue
             await self._deliver(row)
-        return len(rows)
 
     async def _deliver(self, claimed: OutboxRow) -> None:
         adapter = self._adapters[claimed.platform]
