@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 from yarl import URL
 
+from bot.sandbox.serve import serve
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -240,19 +242,7 @@ class FakeMastodon:
         """
         if self._runner is not None:
             raise RuntimeError("FakeMastodon is already running")
-        runner = web.AppRunner(
-            self._make_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-        self._runner = runner
-        self._base_url = f"http://{shown}:{bound_port}"
+        self._runner, self._base_url = await serve(self._make_app(), host, port)
 
     async def stop(self) -> None:
         """End every stream cleanly, then stop serving (idempotent)."""

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 from aiohttp import web
 
+from bot.sandbox.serve import serve
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
@@ -666,19 +668,7 @@ class FakeTelegram:
         """
         if self._runner is not None:
             raise RuntimeError("FakeTelegram is already running")
-        runner = web.AppRunner(
-            self._make_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-        self._runner = runner
-        self._root = f"http://{shown}:{bound_port}"
+        self._runner, self._root = await serve(self._make_app(), host, port)
         self._closing = False
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._delivery = asyncio.create_task(self._deliver_webhooks(), name="FakeTelegram webhook")

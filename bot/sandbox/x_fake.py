@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from bot.sandbox.serve import serve
 from bot.textlimits import X_MAX_WEIGHTED, X_URL_WEIGHT, x_weighted_length
 
 if TYPE_CHECKING:
@@ -353,19 +354,7 @@ class FakeX:
         """
         if self._runner is not None:
             raise RuntimeError("FakeX is already running")
-        runner = web.AppRunner(
-            self._make_app(), handler_cancellation=True, shutdown_timeout=1.0, access_log=None
-        )
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = runner.addresses[0][:2]
-        shown = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
-        self._runner = runner
-        self._base_url = f"http://{shown}:{bound_port}"
+        self._runner, self._base_url = await serve(self._make_app(), host, port)
 
     async def stop(self) -> None:
         """Stop serving (idempotent); requests still in flight are cancelled."""
