@@ -1,265 +1,70 @@
-"""The store: engine set-up and every database operation carebot performs.
+"""The store: every database operation carebot performs, on top of ``bot/store_base.py``.
 
-SQLite (the embedded default) runs each transaction as ``BEGIN IMMEDIATE`` so read-then-write
-transactions never lose updates; PostgreSQL claims work with ``FOR UPDATE SKIP LOCKED`` so several
-processes can share it. Hot-path writes are SQLAlchemy Core bulk statements.
+Hot-path writes are SQLAlchemy Core bulk statements; ``bot/outbox_store.py`` holds the outbox's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import RowMapping, Table, bindparam, event, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.clock import Clock
 from bot.domain import (
     Mention,
     MentionStatus,
     OutboxKind,
     OutboxState,
-    Plan,
     Platform,
     TicketState,
-    Verdict,
 )
 from bot.models import cursors, mentions, outbox, staff_cards, ticket_events, tickets
-
-SYSTEM_ACTOR: Final = "carebot"
-READ_ONLY: Final = "carebot_read_only"
-APPLY_CHUNK: Final = 200  # decisions per write transaction: keeps the SQLite write lock short
-SQLITE_PRAGMAS: Final = (
-    "busy_timeout=10000",  # first: switching to WAL waits for other connections, not fails
-    "journal_mode=WAL",
-    "foreign_keys=ON",
-    "synchronous=NORMAL",
+from bot.outbox_store import OutboxStore
+from bot.store_base import (
+    APPLY_CHUNK,
+    READ_ONLY,
+    SQLITE_PRAGMAS,
+    SYSTEM_ACTOR,
+    AckSpec,
+    Applied,
+    AuthorActivity,
+    CursorUpdate,
+    Decision,
+    OutboxRow,
+    StoredMention,
+    TicketLink,
+    make_engine,
+    mention_from_row,
+    pending_row,
+    ticket_ref,
 )
 
-
-def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    """Create the engine; on SQLite, set the pragmas and ``BEGIN IMMEDIATE`` transactions."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn: DBAPIConnection, _rec: ConnectionPoolEntry) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            for pragma in SQLITE_PRAGMAS:
-                cur.execute(f"PRAGMA {pragma}")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _on_begin(conn: Any) -> None:
-            # Writers take the lock up front (no lost updates, no deadlocked upgrades);
-            # readers stay deferred, so under WAL they never wait for a writer.
-            read_only = conn.get_execution_options().get(READ_ONLY, False)
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-        return engine
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-    )
+__all__ = [
+    "APPLY_CHUNK",
+    "READ_ONLY",
+    "SQLITE_PRAGMAS",
+    "SYSTEM_ACTOR",
+    "AckSpec",
+    "Applied",
+    "AuthorActivity",
+    "CursorUpdate",
+    "Decision",
+    "OutboxRow",
+    "Store",
+    "StoredMention",
+    "TicketLink",
+    "make_engine",
+    "mention_from_row",
+    "pending_row",
+    "ticket_ref",
+]
 
 
-def ticket_ref(prefix: str, ticket_id: int) -> str:
-    """The reference customers and staff see for a ticket (``CB-42``)."""
-    return f"{prefix}{ticket_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMention:
-    """A mention and its row id."""
-
-    id: int
-    mention: Mention
-
-
-@dataclass(frozen=True, slots=True)
-class CursorUpdate:
-    """Where a source has read up to; written in the same transaction as the mentions."""
-
-    source: str
-    value: str | None
-    data: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AckSpec:
-    """An acknowledgement to queue: text rendered once the ticket id (its reference) is known."""
-
-    render: Callable[[int], str]
-    destination: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the pipeline decided for one stored mention."""
-
-    stored: StoredMention
-    status: MentionStatus
-    screen_reason: str | None = None
-    verdict: Verdict | None = None
-    plan: Plan | None = None
-    policy_snapshot: dict[str, Any] | None = None
-    ack: AckSpec | None = None
-    join_ticket_id: int | None = None  # FOLLOW_UP: the ticket it joins
-    reopen: bool = False  # FOLLOW_UP on a resolved ticket inside the reopen window
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TicketLink:
-    """A ticket a new mention may belong to."""
-
-    ticket_id: int
-    state: TicketState
-    resolved_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorActivity:
-    """What one author received lately, for the per-author flood cap."""
-
-    acks_last_hour: int
-    open_ticket_id: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What committing a decision produced."""
-
-    decision: Decision
-    ticket_id: int | None
-    ack_text: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """One claimed outbox row."""
-
-    id: int
-    ticket_id: int | None
-    kind: OutboxKind
-    platform: Platform
-    destination: dict[str, Any]
-    text: str
-    idempotency_key: str
-    attempts: int
-    claimed_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: RowMapping) -> OutboxRow:
-        """Build from a database row."""
-        return cls(
-            id=row["id"],
-            ticket_id=row["ticket_id"],
-            kind=OutboxKind(row["kind"]),
-            platform=Platform(row["platform"]),
-            destination=dict(row["destination"]),
-            text=row["text"],
-            idempotency_key=row["idempotency_key"],
-            attempts=row["attempts"],
-            claimed_at=row["claimed_at"],
-        )
-
-
-def pending_row(
-    *,
-    ticket_id: int | None,
-    kind: OutboxKind,
-    platform: Platform,
-    destination: dict[str, Any],
-    text: str,
-    key: str,
-    priority: int,
-    now: datetime,
-) -> dict[str, Any]:
-    """The values of a new outbox row, due now."""
-    return {
-        "ticket_id": ticket_id,
-        "kind": kind.value,
-        "platform": platform.value,
-        "destination": destination,
-        "text": text,
-        "idempotency_key": key,
-        "state": OutboxState.PENDING.value,
-        "priority": priority,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "claimed_at": None,
-        "sent_at": None,
-        "external_id": None,
-        "last_error": None,
-        "created_at": now,
-    }
-
-
-def mention_from_row(row: Mapping[Any, Any]) -> StoredMention:
-    """Rebuild a stored mention from its row."""
-    return StoredMention(
-        id=row["id"],
-        mention=Mention(
-            platform=Platform(row["platform"]),
-            external_id=row["external_id"],
-            author_id=row["author_id"],
-            author_handle=row["author_handle"],
-            text=row["text"],
-            created_at=row["created_at"],
-            thread_id=row["thread_id"],
-            in_reply_to_id=row["in_reply_to_id"],
-            author_is_bot=row["author_is_bot"],
-            url=row["url"],
-            reply_url=row["reply_url"],
-        ),
-    )
-
-
-class Store:
+class Store(OutboxStore):
     """Every database operation, each in its own short transaction."""
-
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
-        self.engine = engine
-        self.clock = clock
-        self._pg = engine.dialect.name == "postgresql"
-        self._reader = engine.execution_options(**{READ_ONLY: True})
-        self._write_lock = None if self._pg else asyncio.Lock()
-
-    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
-        return postgresql.insert(table) if self._pg else sqlite.insert(table)
-
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction. On SQLite, writers of this process queue up fairly here.
-
-        SQLite has one writer at a time; left to its busy handler, a writer that commits in a
-        loop (a big batch in chunks) can starve the others past the busy timeout. An asyncio
-        lock is first-come first-served, so every writer gets its turn between chunks.
-        """
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
-
-    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for reads only (a deferred transaction on SQLite)."""
-        return self._reader.connect()
-
-    async def ping(self) -> None:
-        """Check that the database answers."""
-        async with self.read() as conn:
-            await conn.execute(select(1))
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -673,202 +478,3 @@ class Store:
         )
         async with self.write() as conn:
             await conn.execute(stmt)
-
-    # -- outbox ---------------------------------------------------------------------------
-
-    async def claim_due(
-        self, limit: int, *, exclude: Iterable[Platform] = (), platforms: Iterable[Platform] = ()
-    ) -> list[OutboxRow]:
-        """Claim up to ``limit`` due pending rows (pending → sending), most urgent first."""
-        now = self.clock.now()
-        wanted = [p.value for p in platforms]
-        sel = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.state == OutboxState.PENDING.value,
-                outbox.c.next_attempt_at <= now,
-                outbox.c.platform.in_(wanted),
-            )
-            .order_by(outbox.c.priority, outbox.c.next_attempt_at, outbox.c.id)
-            .limit(limit)
-        )
-        excluded = [p.value for p in exclude]
-        if excluded:
-            sel = sel.where(outbox.c.platform.not_in(excluded))
-        if self._pg:
-            sel = sel.with_for_update(skip_locked=True)
-        async with self.write() as conn:
-            ids = list((await conn.execute(sel)).scalars())
-            if not ids:
-                return []
-            rows = await conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(ids), outbox.c.state == OutboxState.PENDING.value)
-                .values(
-                    state=OutboxState.SENDING.value, claimed_at=now, attempts=outbox.c.attempts + 1
-                )
-                .returning(*outbox.c)
-            )
-            claimed = [OutboxRow.from_row(r) for r in rows.mappings()]
-        claimed.sort(key=lambda r: ids.index(r.id))
-        return claimed
-
-    async def next_due_at(self, platforms: Iterable[Platform]) -> datetime | None:
-        """When the next pending row becomes due (None: nothing pending)."""
-        async with self.read() as conn:
-            due: datetime | None = (
-                await conn.execute(
-                    select(func.min(outbox.c.next_attempt_at)).where(
-                        outbox.c.state == OutboxState.PENDING.value,
-                        outbox.c.platform.in_([p.value for p in platforms]),
-                    )
-                )
-            ).scalar_one_or_none()
-        return due
-
-    async def mark_sent(
-        self, row: OutboxRow, external_id: str, *, recovered: bool = False
-    ) -> None:
-        """Record a delivery; an ack moves its ticket from open to acknowledged."""
-        now = self.clock.now()
-        async with self.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(
-                    state=OutboxState.SENT.value,
-                    sent_at=now,
-                    external_id=external_id,
-                    last_error=None,
-                )
-            )
-            if row.kind is OutboxKind.ACK and row.ticket_id is not None:
-                await self._acknowledged(conn, row, external_id, now, recovered=recovered)
-
-    @staticmethod
-    async def _acknowledged(
-        conn: AsyncConnection, row: OutboxRow, external_id: str, now: datetime, *, recovered: bool
-    ) -> None:
-        """Record the delivered ack; an ``open`` ticket becomes ``acknowledged``.
-
-        The sweep may have escalated the ticket before the ack went out: it keeps its state,
-        and ``acknowledged_at`` is recorded all the same.
-        """
-        current = (
-            await conn.execute(
-                update(tickets)
-                .where(tickets.c.id == row.ticket_id, tickets.c.acknowledged_at.is_(None))
-                .values(acknowledged_at=now, updated_at=now)
-                .returning(tickets.c.state)
-            )
-        ).scalar_one_or_none()
-        if current is None:
-            return  # already acknowledged
-        to_state = current
-        if current == TicketState.OPEN.value:
-            to_state = TicketState.ACKNOWLEDGED.value
-            await conn.execute(
-                update(tickets).where(tickets.c.id == row.ticket_id).values(state=to_state)
-            )
-        reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
-        await conn.execute(
-            ticket_events.insert().values(
-                ticket_id=row.ticket_id,
-                at=now,
-                actor=SYSTEM_ACTOR,
-                kind="acknowledged",
-                from_state=current,
-                to_state=to_state,
-                reason=reason,
-                data={"outbox_id": row.id, "message_id": external_id},
-            )
-        )
-
-    async def touch_claim(self, row: OutboxRow) -> OutboxRow | None:
-        """Renew a claim just before its send; None if the row is no longer ours.
-
-        A claimed batch is sent one row at a time, so a row can wait in ``sending`` for a
-        while; renewing keeps another process's stale-row recovery off it.
-        """
-        now = self.clock.now()
-        async with self.write() as conn:
-            moved = await conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.id == row.id,
-                    outbox.c.state == OutboxState.SENDING.value,
-                    outbox.c.claimed_at == row.claimed_at,
-                )
-                .values(claimed_at=now)
-            )
-        return replace(row, claimed_at=now) if moved.rowcount == 1 else None
-
-    async def release_stale(self, row: OutboxRow) -> bool:
-        """Put an abandoned ``sending`` row back to pending, unless someone renewed it."""
-        async with self.write() as conn:
-            moved = await conn.execute(
-                update(outbox)
-                .where(
-                    outbox.c.id == row.id,
-                    outbox.c.state == OutboxState.SENDING.value,
-                    outbox.c.claimed_at == row.claimed_at,
-                )
-                .values(
-                    state=OutboxState.PENDING.value,
-                    next_attempt_at=self.clock.now(),
-                    last_error="interrupted mid-send",
-                    claimed_at=None,
-                    attempts=outbox.c.attempts - 1,
-                )
-            )
-        return moved.rowcount == 1
-
-    async def mark_retry(
-        self, row: OutboxRow, next_attempt_at: datetime, error: str, *, count_attempt: bool = True
-    ) -> None:
-        """Put a row back to pending for a later attempt."""
-        values: dict[str, Any] = {
-            "state": OutboxState.PENDING.value,
-            "next_attempt_at": next_attempt_at,
-            "last_error": error[:2000],
-            "claimed_at": None,
-        }
-        if not count_attempt:
-            values["attempts"] = outbox.c.attempts - 1
-        async with self.write() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
-
-    async def mark_failed(self, row: OutboxRow, error: str) -> None:
-        """Give up on a row, and say so on its ticket."""
-        now = self.clock.now()
-        async with self.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(state=OutboxState.FAILED.value, last_error=error[:2000], claimed_at=None)
-            )
-            if row.ticket_id is not None:
-                await conn.execute(
-                    ticket_events.insert().values(
-                        ticket_id=row.ticket_id,
-                        at=now,
-                        actor=SYSTEM_ACTOR,
-                        kind=f"{row.kind.value}_failed",
-                        reason=error[:2000],
-                        data={"outbox_id": row.id, "attempts": row.attempts},
-                    )
-                )
-
-    async def stale_sending(
-        self, older_than: datetime, platforms: Iterable[Platform]
-    ) -> list[OutboxRow]:
-        """Rows left in ``sending`` (their sender died mid-delivery)."""
-        async with self.read() as conn:
-            rows = await conn.execute(
-                select(outbox).where(
-                    outbox.c.state == OutboxState.SENDING.value,
-                    outbox.c.claimed_at <= older_than,
-                    outbox.c.platform.in_([p.value for p in platforms]),
-                )
-            )
-            return [OutboxRow.from_row(r) for r in rows.mappings()]

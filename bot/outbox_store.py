@@ -1,0 +1,225 @@
+"""Outbox rows in the database: claim, settle, retry, fail (see ``bot/outbox.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.domain import (
+    OutboxKind,
+    OutboxState,
+    Platform,
+    TicketState,
+)
+from bot.models import outbox, ticket_events, tickets
+from bot.store_base import (
+    SYSTEM_ACTOR,
+    OutboxRow,
+    StoreBase,
+)
+
+
+class OutboxStore(StoreBase):
+    """Every outbox operation."""
+
+    async def claim_due(
+        self, limit: int, *, exclude: Iterable[Platform] = (), platforms: Iterable[Platform] = ()
+    ) -> list[OutboxRow]:
+        """Claim up to ``limit`` due pending rows (pending → sending), most urgent first."""
+        now = self.clock.now()
+        wanted = [p.value for p in platforms]
+        sel = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.state == OutboxState.PENDING.value,
+                outbox.c.next_attempt_at <= now,
+                outbox.c.platform.in_(wanted),
+            )
+            .order_by(outbox.c.priority, outbox.c.next_attempt_at, outbox.c.id)
+            .limit(limit)
+        )
+        excluded = [p.value for p in exclude]
+        if excluded:
+            sel = sel.where(outbox.c.platform.not_in(excluded))
+        if self._pg:
+            sel = sel.with_for_update(skip_locked=True)
+        async with self.write() as conn:
+            ids = list((await conn.execute(sel)).scalars())
+            if not ids:
+                return []
+            rows = await conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids), outbox.c.state == OutboxState.PENDING.value)
+                .values(
+                    state=OutboxState.SENDING.value, claimed_at=now, attempts=outbox.c.attempts + 1
+                )
+                .returning(*outbox.c)
+            )
+            claimed = [OutboxRow.from_row(r) for r in rows.mappings()]
+        claimed.sort(key=lambda r: ids.index(r.id))
+        return claimed
+
+    async def next_due_at(self, platforms: Iterable[Platform]) -> datetime | None:
+        """When the next pending row becomes due (None: nothing pending)."""
+        async with self.read() as conn:
+            due: datetime | None = (
+                await conn.execute(
+                    select(func.min(outbox.c.next_attempt_at)).where(
+                        outbox.c.state == OutboxState.PENDING.value,
+                        outbox.c.platform.in_([p.value for p in platforms]),
+                    )
+                )
+            ).scalar_one_or_none()
+        return due
+
+    async def mark_sent(
+        self, row: OutboxRow, external_id: str, *, recovered: bool = False
+    ) -> None:
+        """Record a delivery; an ack moves its ticket from open to acknowledged."""
+        now = self.clock.now()
+        async with self.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(
+                    state=OutboxState.SENT.value,
+                    sent_at=now,
+                    external_id=external_id,
+                    last_error=None,
+                )
+            )
+            if row.kind is OutboxKind.ACK and row.ticket_id is not None:
+                await self._acknowledged(conn, row, external_id, now, recovered=recovered)
+
+    @staticmethod
+    async def _acknowledged(
+        conn: AsyncConnection, row: OutboxRow, external_id: str, now: datetime, *, recovered: bool
+    ) -> None:
+        """Record the delivered ack; an ``open`` ticket becomes ``acknowledged``.
+
+        The sweep may have escalated the ticket before the ack went out: it keeps its state,
+        and ``acknowledged_at`` is recorded all the same.
+        """
+        current = (
+            await conn.execute(
+                update(tickets)
+                .where(tickets.c.id == row.ticket_id, tickets.c.acknowledged_at.is_(None))
+                .values(acknowledged_at=now, updated_at=now)
+                .returning(tickets.c.state)
+            )
+        ).scalar_one_or_none()
+        if current is None:
+            return  # already acknowledged
+        to_state = current
+        if current == TicketState.OPEN.value:
+            to_state = TicketState.ACKNOWLEDGED.value
+            await conn.execute(
+                update(tickets).where(tickets.c.id == row.ticket_id).values(state=to_state)
+            )
+        reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
+        await conn.execute(
+            ticket_events.insert().values(
+                ticket_id=row.ticket_id,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                kind="acknowledged",
+                from_state=current,
+                to_state=to_state,
+                reason=reason,
+                data={"outbox_id": row.id, "message_id": external_id},
+            )
+        )
+
+    async def touch_claim(self, row: OutboxRow) -> OutboxRow | None:
+        """Renew a claim just before its send; None if the row is no longer ours.
+
+        A claimed batch is sent one row at a time, so a row can wait in ``sending`` for a
+        while; renewing keeps another process's stale-row recovery off it.
+        """
+        now = self.clock.now()
+        async with self.write() as conn:
+            moved = await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at == row.claimed_at,
+                )
+                .values(claimed_at=now)
+            )
+        return replace(row, claimed_at=now) if moved.rowcount == 1 else None
+
+    async def release_stale(self, row: OutboxRow) -> bool:
+        """Put an abandoned ``sending`` row back to pending, unless someone renewed it."""
+        async with self.write() as conn:
+            moved = await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at == row.claimed_at,
+                )
+                .values(
+                    state=OutboxState.PENDING.value,
+                    next_attempt_at=self.clock.now(),
+                    last_error="interrupted mid-send",
+                    claimed_at=None,
+                    attempts=outbox.c.attempts - 1,
+                )
+            )
+        return moved.rowcount == 1
+
+    async def mark_retry(
+        self, row: OutboxRow, next_attempt_at: datetime, error: str, *, count_attempt: bool = True
+    ) -> None:
+        """Put a row back to pending for a later attempt."""
+        values: dict[str, Any] = {
+            "state": OutboxState.PENDING.value,
+            "next_attempt_at": next_attempt_at,
+            "last_error": error[:2000],
+            "claimed_at": None,
+        }
+        if not count_attempt:
+            values["attempts"] = outbox.c.attempts - 1
+        async with self.write() as conn:
+            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+
+    async def mark_failed(self, row: OutboxRow, error: str) -> None:
+        """Give up on a row, and say so on its ticket."""
+        now = self.clock.now()
+        async with self.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == row.id)
+                .values(state=OutboxState.FAILED.value, last_error=error[:2000], claimed_at=None)
+            )
+            if row.ticket_id is not None:
+                await conn.execute(
+                    ticket_events.insert().values(
+                        ticket_id=row.ticket_id,
+                        at=now,
+                        actor=SYSTEM_ACTOR,
+                        kind=f"{row.kind.value}_failed",
+                        reason=error[:2000],
+                        data={"outbox_id": row.id, "attempts": row.attempts},
+                    )
+                )
+
+    async def stale_sending(
+        self, older_than: datetime, platforms: Iterable[Platform]
+    ) -> list[OutboxRow]:
+        """Rows left in ``sending`` (their sender died mid-delivery)."""
+        async with self.read() as conn:
+            rows = await conn.execute(
+                select(outbox).where(
+                    outbox.c.state == OutboxState.SENDING.value,
+                    outbox.c.claimed_at <= older_than,
+                    outbox.c.platform.in_([p.value for p in platforms]),
+                )
+            )
+            return [OutboxRow.from_row(r) for r in rows.mappings()]
