@@ -52,6 +52,7 @@ from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
+FIRST_PAGE: Final = 40  # notifications read on a first start to find the end of the backlog
 SOURCE: Final = "mastodon:notifications"
 TASK_NAME: Final = "mastodon-stream"
 STREAM_PATH: Final = "/api/v1/streaming/user/notification"
@@ -302,6 +303,7 @@ class MastodonAdapter(PlatformAdapter):
         idle_timeout: timedelta = timedelta(seconds=60),
         stable_after: timedelta = timedelta(seconds=60),
     ) -> None:
+        self._started_at: datetime | None = None
         self._session = session
         self._base = base_url.rstrip("/")
         self._auth = {"Authorization": f"Bearer {token.get_secret_value()}"}
@@ -379,6 +381,7 @@ class MastodonAdapter(PlatformAdapter):
     async def start(self, sink: MentionSink, supervisor: TaskSupervisor) -> None:
         """Start the stream task (``mastodon-stream``)."""
         self._stopping.clear()
+        self._started_at = self._clock.now()  # first start: older mentions are the backlog
         self._task = supervisor.spawn(self._run(sink), name=TASK_NAME)
 
     async def stop(self) -> None:
@@ -501,19 +504,38 @@ class MastodonAdapter(PlatformAdapter):
         self._cursor = newest
         self._delivered = True
 
+    async def _first_cursor(self) -> CursorUpdate:
+        """First start: the newest mention from before we started marks the backlog's end.
+
+        Mentions that arrive while we connect (after ``start``) are answered, not skipped.
+        """
+        answer = await self._get(
+            "/api/v1/notifications", [("types[]", "mention"), ("limit", str(FIRST_PAGE))]
+        )
+        page = (
+            [n for n in answer.payload if isinstance(n, dict)]
+            if isinstance(answer.payload, list)
+            else []
+        )
+        started = self._started_at or self._clock.now()
+        older = [n for n in page if (parse_time(n.get("created_at")) or started) <= started]
+        if older:
+            newest: str | None = str(older[0]["id"])
+        elif len(page) >= FIRST_PAGE:  # a full page of new ones: older ones are the backlog
+            newest = str(page[-1]["id"])
+        else:
+            newest = None
+        cursor = CursorUpdate(SOURCE, newest)
+        await self._store.put_cursor(cursor)
+        self._cursor = newest
+        logger.info("Mastodon: first start, not answering the backlog (up to id %s)", newest)
+        return cursor
+
     async def _catch_up(self, sink: MentionSink) -> None:
         """Submit every mention after the cursor, oldest first (first start: skip the backlog)."""
         stored = await self._store.get_cursor(SOURCE)
         if stored is None:
-            answer = await self._get(
-                "/api/v1/notifications", [("types[]", "mention"), ("limit", "1")]
-            )
-            page = answer.payload if isinstance(answer.payload, list) else []
-            newest = str(page[0]["id"]) if page and isinstance(page[0], dict) else None
-            await self._store.put_cursor(CursorUpdate(SOURCE, newest))
-            self._cursor = newest
-            logger.info("Mastodon: first start, not answering the backlog (newest id %s)", newest)
-            return
+            stored = await self._first_cursor()
         since = stored.value
         found, newest = await self._fetch_since(since)
         moved = newest is not None and _newer(newest, since)
