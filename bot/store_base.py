@@ -8,6 +8,8 @@ work with ``FOR UPDATE SKIP LOCKED`` so several processes can share it.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -35,12 +37,31 @@ from bot.domain import (
 SYSTEM_ACTOR: Final = "carebot"
 READ_ONLY: Final = "carebot_read_only"
 APPLY_CHUNK: Final = 200  # decisions per write transaction: keeps the SQLite write lock short
+WAL_ATTEMPTS: Final = 40  # about 40 s of retries in all
 SQLITE_PRAGMAS: Final = (
     "busy_timeout=10000",  # first: switching to WAL waits for other connections, not fails
     "journal_mode=WAL",
     "foreign_keys=ON",
     "synchronous=NORMAL",
 )
+
+
+def _pragma(cur: Any, pragma: str) -> None:
+    """Run a PRAGMA; switching a new file to WAL is retried while another connection writes.
+
+    SQLite answers "database is locked" at once (no busy wait) when the journal mode changes
+    under another connection's transaction, e.g. processes migrating a fresh file together.
+    This runs on aiosqlite's worker thread, so the short sleeps never block the event loop.
+    """
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            cur.execute(f"PRAGMA {pragma}")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+        else:
+            return
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -53,7 +74,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
             cur = dbapi_conn.cursor()
             for pragma in SQLITE_PRAGMAS:
-                cur.execute(f"PRAGMA {pragma}")
+                _pragma(cur, pragma)
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
