@@ -51,6 +51,7 @@ class TelegramAdapter(PlatformAdapter):
         self._sink: MentionSink | None = None
         self._ready = asyncio.Event()
         self._per_chat = SlidingWindow(1, timedelta(seconds=1))
+        self._per_group = SlidingWindow(20, timedelta(minutes=1))  # Telegram's group limit
         text = filters.TEXT & ~filters.COMMAND & ~filters.Chat(chat_id=list(staff_chats))
         # group -1: customers are looked at before (and independently of) the staff handlers
         app.add_handler(MessageHandler(text, self._on_message), group=-1)
@@ -143,10 +144,17 @@ class TelegramAdapter(PlatformAdapter):
         del idempotency_key
         chat = int(destination["chat_id"])
         now = self._clock.now()
-        wait = self._per_chat.wait_until(chat, now)
-        if wait is not None:
-            raise RateLimited("one message a second per chat", wait, scope=f"chat:{chat}")
+        waits = [self._per_chat.wait_until(chat, now)]
+        if chat < 0:  # groups: also at most 20 a minute
+            waits.append(self._per_group.wait_until(chat, now))
+        due = max((w for w in waits if w is not None), default=None)
+        if due is not None:
+            raise RateLimited(
+                "keeping under Telegram's per-chat limits", due, scope=f"chat:{chat}"
+            )
         self._per_chat.record(chat, now)
+        if chat < 0:
+            self._per_group.record(chat, now)
         try:
             sent = await self._app.bot.send_message(
                 chat,
