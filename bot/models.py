@@ -117,6 +117,7 @@ tickets = Table(
     Column("first_response_at", UTCDateTime),
     Column("resolved_at", UTCDateTime),
     Index("ix_tickets_state", "state"),
+    Index("ix_tickets_customer_id", "customer_id"),  # the per-author flood cap, every batch
     Index("ix_tickets_next_escalation_at", "next_escalation_at"),
 )
 
@@ -156,6 +157,7 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("idempotency_key"),
     Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_outbox_external_id", "external_id"),  # replies to our messages join tickets
 )
 
 staff_cards = Table(

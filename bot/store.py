@@ -341,7 +341,11 @@ class Store(OutboxStore):
                     tickets.c.resolved_at,
                 )
                 .join(tickets, tickets.c.id == mentions.c.ticket_id)
-                .where(mentions.c.external_id.in_(wanted))
+                .where(
+                    # platform first: the (platform, external_id) unique index serves this
+                    mentions.c.platform.in_(sorted({s.mention.platform.value for s in batch})),
+                    mentions.c.external_id.in_(wanted),
+                )
             )
             known = {(r[0], r[1]): r[2:] for r in [*ours.all(), *theirs.all()]}
         links: dict[int, TicketLink] = {}
