@@ -22,7 +22,6 @@ import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
-from bot.classifier import RulesClassifier
 from bot.clock import Clock, SystemClock
 from bot.config import Config, XCredentials
 from bot.domain import Platform
@@ -52,6 +51,7 @@ from bot.sandbox.x_fake import FakeX
 from bot.staff import StaffDesk
 from bot.store import Store, make_engine
 from bot.tasks import TaskSupervisor
+from bot.triage import TriageClassifier
 from bot.web import WebServer
 
 logger = logging.getLogger(__name__)
@@ -394,7 +394,7 @@ def _pipeline(
         bots += DEFAULT_BOT_AUTHORS  # the traffic generator's bots are known bots
     return Pipeline(
         store=store,
-        classifier=RulesClassifier(config.rules),
+        classifier=TriageClassifier(config.rules, config.model),
         templates=config.templates,
         escalation=config.escalation,
         adapters=adapters,

@@ -6,14 +6,16 @@ import importlib
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from bot.domain import Category, Verdict
+from bot.model import BUILTIN_MODEL
 
-__all__ = ["Classifier", "RuleSpec", "RulesClassifier", "RulesFile"]
+__all__ = ["Classifier", "Fired", "RuleSpec", "RulesClassifier", "RulesFile"]
 
 # Tie-break order, highest priority first: a complaint phrased as a question is a complaint.
 _ORDER: tuple[Category, ...] = (
@@ -110,7 +112,9 @@ class RuleSpec(BaseModel):
     emoji are normalised the same way.
 
     ``weights`` maps categories to the amount added to their score when the rule fires; a
-    negative weight argues against a category.
+    negative weight argues against a category. ``force`` names a category that the mention
+    gets whenever the rule fires, whatever the scores say (the first forcing rule in file
+    order wins). A rule needs ``weights``, ``force``, or both.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -121,7 +125,8 @@ class RuleSpec(BaseModel):
     phrases: list[str] | None = None
     regex: str | None = None
     emoji: list[str] | None = None
-    weights: dict[Category, float]
+    weights: dict[Category, float] = {}
+    force: Category | None = None
 
     @field_validator("name")
     @classmethod
@@ -187,12 +192,10 @@ class RuleSpec(BaseModel):
     @field_validator("weights")
     @classmethod
     def _check_weights(cls, value: dict[Category, float]) -> dict[Category, float]:
-        if not value:
-            raise ValueError("weights must give at least one category a weight")
         for category, weight in value.items():
             if not math.isfinite(weight):
                 raise ValueError(f"weight for {category.value!r} must be a finite number")
-        if all(weight == 0 for weight in value.values()):
+        if value and all(weight == 0 for weight in value.values()):
             raise ValueError("weights are all zero, so the rule would have no effect")
         return value
 
@@ -205,18 +208,57 @@ class RuleSpec(BaseModel):
                 "a rule needs exactly one matcher (keywords, phrases, regex or emoji); "
                 f"found {found}"
             )
+        if not self.weights and self.force is None:
+            raise ValueError("a rule needs weights, force, or both; it has neither")
         return self
+
+
+class ClassifierSpec(BaseModel):
+    """The ``classifier`` section of ``config/rules.yaml``: the model and unsure verdicts.
+
+    ``model``: ``builtin`` (the model that ships with carebot), ``none`` (the rules alone
+    decide, with ``min_score``), or the path of a model file written by ``carebot train``,
+    relative to the config directory. ``threshold``: a verdict whose top probability is
+    below it is unsure. ``margin``: a verdict whose top two probabilities are closer than
+    this is unsure. ``fallback``: the category an unsure mention gets; its ticket is
+    marked "needs triage". Verdicts forced by a rule are never unsure.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = BUILTIN_MODEL
+    threshold: float = 0.45
+    margin: float = 0.05
+    fallback: Category = Category.QUESTION
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must be builtin, none, or the path of a model file")
+        return value.strip()
+
+    @field_validator("threshold", "margin")
+    @classmethod
+    def _check_probability(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0.0 <= value < 1.0):
+            raise ValueError("must be a probability from 0 up to (not including) 1")
+        return value
 
 
 class RulesFile(BaseModel):
     """The whole of ``config/rules.yaml``.
 
-    ``min_score``: the top category's score must reach it, otherwise the verdict is
-    ``other``. ``rules``: applied in order; each fires at most once per mention.
+    ``classifier``: the learned model and what happens to unsure verdicts. ``min_score``
+    (rules alone, ``classifier.model: none``): the top category's score must reach it,
+    otherwise the verdict is ``other``. ``rules``: applied in order; each fires at most
+    once per mention. With a model, a rule's weights are added to the model's scores
+    (log-odds) for the categories, and a forcing rule decides on its own.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    classifier: ClassifierSpec = ClassifierSpec()
     min_score: float = 1.0
     rules: list[RuleSpec]
 
@@ -429,6 +471,7 @@ class _CompiledRule:
 
     __slots__ = (
         "contributions",
+        "force",
         "gates",
         "index",
         "kind",
@@ -471,22 +514,39 @@ class _CompiledRule:
             self.gates = _regex_gates(spec.regex)
             self.lower_search = _lower_search(spec.regex)
         # weights[i] is the weight for _ORDER[i]; contributions lists only the non-zero ones.
+        self.force = spec.force
         self.weights: tuple[float, ...] = tuple(spec.weights.get(c, 0.0) for c in _ORDER)
         self.contributions: tuple[tuple[int, float], ...] = tuple(
             (i, w) for i, w in enumerate(self.weights) if w != 0
         )
         # suffixes[i]: the reason's tail when _ORDER[i] wins (the winner's weight first).
         self.suffixes: tuple[str, ...] = tuple(
-            self._suffix(spec.weights, winner) for winner in _ORDER
+            self._suffix(spec.weights, winner, spec.force) for winner in _ORDER
         )
 
     @staticmethod
-    def _suffix(weights: dict[Category, float], winner: Category) -> str:
+    def _suffix(weights: dict[Category, float], winner: Category, force: Category | None) -> str:
         ordered = sorted(
             ((c, w) for c, w in weights.items() if w != 0),
             key=lambda cw: (cw[0] != winner, _INDEX[cw[0]]),
         )
-        return " → " + ", ".join(f"{c.value} {w:+}" for c, w in ordered)
+        parts = [f"forces {force.value}"] if force is not None else []
+        parts += [f"{c.value} {w:+}" for c, w in ordered]
+        return " → " + ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What the rules found in one text.
+
+    ``found`` maps each fired rule's index to the text it matched; ``scores`` holds the
+    summed weights in the order complaint, question, praise, other; ``forced`` is the
+    category of the first fired rule (in file order) that forces one.
+    """
+
+    found: dict[int, str]
+    scores: list[float]
+    forced: Category | None
 
 
 class RulesClassifier:
@@ -576,21 +636,22 @@ class RulesClassifier:
         Returns:
             The verdict, with every category's score and one reason per fired rule.
         """
-        norm = _normalise(text)
-        found = self._find(norm, norm.lower())
-        if not found:
+        fired = self.fire(text)
+        if not fired.found:
             return Verdict(
                 category=Category.OTHER,
                 confidence=_NOTHING_MATCHED_CONFIDENCE,
                 reasons=("no rule matched",),
                 scores=dict.fromkeys(_KEYS, 0.0),
             )
-        rules = self._rules
-        fired = [rules[i] for i in sorted(found)]  # file order, so sums are reproducible
-        scores = [0.0, 0.0, 0.0, 0.0]
-        for rule in fired:
-            for i, weight in rule.contributions:
-                scores[i] += weight
+        scores = fired.scores
+        if fired.forced is not None:
+            return Verdict(
+                category=fired.forced,
+                confidence=1.0,
+                reasons=self.reasons(fired, fired.forced),
+                scores={key: round(score, 6) for key, score in zip(_KEYS, scores, strict=True)},
+            )
         best = 0
         for i in (1, 2, 3):
             if scores[i] > scores[best]:
@@ -603,15 +664,39 @@ class RulesClassifier:
         else:
             best = 3  # other
             confidence = 0.5 * (1.0 - max(top, 0.0) / min_score)
-        if len(fired) > 1:
-            fired.sort(key=lambda rule: -rule.weights[best])  # stable: file order on ties
         return Verdict(
             category=_ORDER[best],
             confidence=min(1.0, max(0.0, confidence)),
-            reasons=tuple(
-                rule.prefix + _quote(found[rule.index]) + rule.suffixes[best] for rule in fired
-            ),
+            reasons=self.reasons(fired, _ORDER[best]),
             scores={key: round(score, 6) for key, score in zip(_KEYS, scores, strict=True)},
+        )
+
+    def fire(self, text: str) -> Fired:
+        """Return the rules that fire on ``text``, their summed weights and any forcing."""
+        norm = _normalise(text)
+        found = self._find(norm, norm.lower())
+        scores = [0.0, 0.0, 0.0, 0.0]
+        forced: Category | None = None
+        if found:
+            rules = self._rules
+            for i in sorted(found):  # file order, so sums are reproducible
+                rule = rules[i]
+                for k, weight in rule.contributions:
+                    scores[k] += weight
+                if forced is None:
+                    forced = rule.force
+        return Fired(found, scores, forced)
+
+    def reasons(self, fired: Fired, winner: Category) -> tuple[str, ...]:
+        """One reason per fired rule, largest contribution to ``winner`` first.
+
+        A rule that forced the verdict comes first of all.
+        """
+        best = _INDEX[winner]
+        rules = [self._rules[i] for i in sorted(fired.found)]
+        rules.sort(key=lambda rule: (rule.force is not winner, -rule.weights[best]))
+        return tuple(
+            rule.prefix + _quote(fired.found[rule.index]) + rule.suffixes[best] for rule in rules
         )
 
     def _find(self, norm: str, low: str) -> dict[int, str]:

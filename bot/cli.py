@@ -1,4 +1,4 @@
-"""The ``carebot`` command line: run, migrate, check-config, classify."""
+"""The ``carebot`` command line: run, migrate, check-config, and the tuning tools."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from bot import __version__
+from bot import __version__, cli_tools
 from bot.config import Config, config_dir, load_config
 from bot.errors import ConfigError, StartupError
 
@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 EXIT_OK: Final = 0
 EXIT_CONFIG: Final = 1
 EXIT_STARTUP: Final = 3
+TOOLS: Final = frozenset(
+    {"classify", "eval", "train", "replay", "export-labels", "export-mentions"}
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,32 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-config", parents=[common], help="validate the config files and environment"
     )
-    classify = sub.add_parser(
-        "classify", parents=[common], help="classify a text with the configured rules"
-    )
-    classify.add_argument("text", help="the mention's text")
-    classify.add_argument(
-        "--explain", action="store_true", help="show every category's score and each reason"
-    )
+    cli_tools.add_parsers(sub, common)
     return parser
-
-
-def _classify(config: Config, text: str, explain: bool) -> None:
-    from bot.classifier import RulesClassifier  # noqa: PLC0415
-
-    verdict = RulesClassifier(config.rules).classify(text)
-    sys.stdout.write(f"{verdict.category.value} (confidence {verdict.confidence:.2f})\n")
-    if explain:
-        scores = ", ".join(f"{k} {v:+.2f}" for k, v in verdict.scores.items())
-        sys.stdout.write(f"scores: {scores} (min_score {config.rules.min_score})\n")
-        for reason in verdict.reasons:
-            sys.stdout.write(f"  {reason}\n")
 
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | None:
     directory = config_dir(args.config, environ)
     try:
-        return load_config(directory, environ)
+        return load_config(directory, environ, with_model=args.command != "train")
     except ConfigError as exc:
         sys.stderr.write(f"carebot: invalid configuration in {directory}:\n")
         for problem in exc.problems:
@@ -114,9 +99,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if args.command == "check-config":
         sys.stdout.write(f"configuration OK: {config.directory}\n")
         return EXIT_OK
-    if args.command == "classify":
-        _classify(config, args.text, args.explain)
-        return EXIT_OK
+    if args.command in TOOLS:
+        return cli_tools.run(args, config)
     from bot.logs import configure  # noqa: PLC0415
 
     configure(config.carebot.logging.level)

@@ -21,6 +21,7 @@ from bot.classifier import RulesFile
 from bot.domain import Category
 from bot.durations import Duration
 from bot.errors import ConfigError, Problem
+from bot.model import BUILTIN_MODEL, LinearModel, ModelError
 from bot.policy import EscalationFile
 from bot.templates import TemplatesFile, worst_case
 from bot.textlimits import X_MAX_WEIGHTED, contains_url
@@ -264,6 +265,7 @@ class Config:
     telegram_webhook_secret: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    model: LinearModel | None = None  # classifier.model in rules.yaml; None: rules alone
 
 
 def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -409,6 +411,36 @@ def _cross_checks(
         _escalation_refs(carebot, escalation, add)
 
 
+def model_path(rules: RulesFile, directory: Path) -> Path | None:
+    """Where ``classifier.model`` points (relative to ``directory``); None for builtin/none."""
+    name = rules.classifier.model
+    if name.lower() in (BUILTIN_MODEL, "none"):
+        return None
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else directory / path
+
+
+def _load_model(
+    rules: RulesFile,
+    located: dict[str, LocatedYaml],
+    directory: Path,
+    problems: list[Problem],
+) -> LinearModel | None:
+    """Load the model ``classifier.model`` names; a problem names the key's line."""
+    name = rules.classifier.model
+    try:
+        if name.lower() == "none":
+            return None
+        path = model_path(rules, directory)
+        return LinearModel.builtin() if path is None else LinearModel.load(path)
+    except ModelError as exc:
+        key = ("classifier", "model")
+        line = located["rules.yaml"].line_of(key)
+        hint = " (write one with `carebot train`)" if "cannot read" in str(exc) else ""
+        problems.append(Problem(str(directory / "rules.yaml"), line, _key(key), f"{exc}{hint}"))
+        return None
+
+
 def _escalation_refs(
     carebot: CarebotFile, escalation: EscalationFile, add: Callable[[str, KeyPath, str], None]
 ) -> None:
@@ -549,8 +581,10 @@ def _secrets(
     return SecretStr(db_url), x_creds
 
 
-def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
+def load_config(directory: Path, environ: Mapping[str, str], *, with_model: bool = True) -> Config:
     """Load and validate the four config files in ``directory`` and the environment.
+
+    ``with_model=False`` leaves the learned model unloaded (``carebot train`` writes it).
 
     Raises:
         ConfigError: listing every problem, each as ``file:line: key: message``.
@@ -568,6 +602,7 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
             models[name] = _validate(model, str(directory / name), located[name], problems)
     carebot, rules, templates, escalation = (models.get(name) for name in FILES)
     _cross_checks(models, located, directory, problems)
+    linear = _load_model(rules, located, directory, problems) if rules and with_model else None
     db_url, x_creds = _secrets(carebot, environ, problems) if carebot else (SecretStr(""), None)
     staff_token = _staff_token(carebot, environ, problems) if carebot else None
     mastodon_token = _mastodon_token(carebot, environ, problems) if carebot else None
@@ -590,4 +625,5 @@ def load_config(directory: Path, environ: Mapping[str, str]) -> Config:
         telegram_webhook_secret=tg_secret,
         http_host=host,
         http_port=port,
+        model=linear,
     )

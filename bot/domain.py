@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 
 class Platform(enum.StrEnum):
@@ -86,14 +87,22 @@ class Mention:
     reply_url: str | None = None  # webhook sources: the callback that takes our replies
 
 
+TRIAGE_PREFIX: Final = "needs triage: "  # the first reason of an unsure verdict starts so
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The classifier's answer: a category, a confidence in [0, 1], and why."""
+    """The classifier's answer: a category, a confidence in [0, 1], and why.
+
+    ``needs_triage``: the classifier was unsure and fell back to a safe category; the
+    staff card says so, and the first reason says why.
+    """
 
     category: Category
     confidence: float
     reasons: tuple[str, ...] = ()
     scores: dict[str, float] = field(default_factory=dict)
+    needs_triage: bool = False
 
 
 @dataclass(frozen=True, slots=True)

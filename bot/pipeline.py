@@ -14,7 +14,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from bot.classifier import Classifier
-from bot.domain import Category, Mention, MentionStatus, Platform, TicketState, Verdict
+from bot.domain import (
+    TRIAGE_PREFIX,
+    Category,
+    Mention,
+    MentionStatus,
+    Platform,
+    TicketState,
+    Verdict,
+)
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import (
@@ -70,6 +78,29 @@ class Screening:
     def is_blocked(self, m: Mention) -> bool:
         """Whether the author is blocked."""
         return self._listed(self.blocked_authors, m)
+
+    def reason(self, m: Mention, own_account_ids: frozenset[str] = frozenset()) -> str | None:
+        """Why ``m`` must not be answered, or None."""
+        if m.author_id in own_account_ids:
+            return "our own account"
+        if m.author_is_bot:
+            return "author is a bot (flagged by the platform)"
+        if self.is_bot(m):
+            return "author is a configured bot account"
+        if self.is_blocked(m):
+            return "author is blocked"
+        return None
+
+
+def safe_classify(classifier: Classifier, text: str) -> Verdict:
+    """Classify; a classifier failure sends the mention to a human instead of dropping it."""
+    try:
+        return classifier.classify(text)
+    except Exception:
+        logger.exception("classifier failed; treating the mention as a question")
+        return Verdict(
+            Category.QUESTION, 0.0, (TRIAGE_PREFIX + "classifier error",), needs_triage=True
+        )
 
 
 def _capped(d: Decision, ticket_id: int) -> Decision:
@@ -192,23 +223,12 @@ class Pipeline:
     def screen(self, m: Mention) -> str | None:
         """Why ``m`` must not be answered, or None."""
         adapter = self._adapters.get(m.platform)
-        if adapter is not None and m.author_id in adapter.own_account_ids:
-            return "our own account"
-        if m.author_is_bot:
-            return "author is a bot (flagged by the platform)"
-        if self._screening.is_bot(m):
-            return "author is a configured bot account"
-        if self._screening.is_blocked(m):
-            return "author is blocked"
-        return None
+        own = adapter.own_account_ids if adapter is not None else frozenset()
+        return self._screening.reason(m, own)
 
     def classify(self, text: str) -> Verdict:
         """Classify; a classifier failure sends the mention to a human instead of dropping it."""
-        try:
-            return self._classifier.classify(text)
-        except Exception:
-            logger.exception("classifier failed; treating the mention as a question")
-            return Verdict(Category.QUESTION, 0.0, ("classifier error: needs triage",))
+        return safe_classify(self._classifier, text)
 
     def decide(
         self, s: StoredMention, link: TicketLink | None = None, now: datetime | None = None

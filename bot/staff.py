@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import RowMapping, func, select, update
 
 from bot.config import StaffConfig
-from bot.domain import Category, OutboxKind, Platform, TicketState
+from bot.domain import TRIAGE_PREFIX, Category, OutboxKind, Platform, TicketState
 from bot.escalation import reschedule
 from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
@@ -66,6 +66,10 @@ def render_card(
         ),
         f"<blockquote>{esc(mention['text'][:MAX_CARD_TEXT])}</blockquote>",
     ]
+    triage = next((r for r in ticket["reasons"] if str(r).startswith(TRIAGE_PREFIX)), None)
+    if triage is not None:
+        why = esc(triage.removeprefix(TRIAGE_PREFIX))
+        lines.insert(1, f"⚠️ <b>Needs triage</b>: {why}; check the category")
     if mention.get("follow_ups"):
         latest = " ".join(str(mention["latest_follow_up"]).split())[:300]
         lines.append(f"↪ {mention['follow_ups']} follow-up(s), latest: “{esc(latest)}”")

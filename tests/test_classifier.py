@@ -405,7 +405,7 @@ def test_unknown_keys_are_errors() -> None:
         ({"name": "x", "phrases": []}, ("phrases",), "phrases must list at least one"),
         ({"name": "x", "emoji": [":("]}, ("emoji",), "use phrases for emoticons"),
         ({"name": "x", "emoji": ["😀 😁"]}, ("emoji",), "list each emoji apart"),
-        ({"name": "x", "keywords": ["a"], "weights": {}}, ("weights",), "at least one"),
+        ({"name": "x", "keywords": ["a"], "weights": {}}, (), "needs weights, force, or both"),
         ({"name": "x", "keywords": ["a"], "weights": {"praise": 0}}, ("weights",), "all zero"),
         (
             {"name": "x", "keywords": ["a"], "weights": {"praise": math.inf}},

@@ -4,8 +4,12 @@ against the fake X, the escalation sweep driven with an injected clock."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
+import pytest
+
+from bot.cli import main
 from bot.domain import Category
 from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.x_fake import FakeX
@@ -207,7 +211,11 @@ async def test_the_ladder_climbs_until_resolved_and_survives_a_restart(
 
 
 async def test_recategorise_changes_category_and_policy_and_records_a_label_correction(
-    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+    config_copy: ConfigDir,
+    sqlite_url: str,
+    fake_x: FakeX,
+    fake_tg: FakeTelegram,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     svc = await start_service(
         make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg
@@ -231,6 +239,31 @@ async def test_recategorise_changes_category_and_policy_and_records_a_label_corr
     [event] = [e for e in await svc.events(tid) if e["kind"] == "recategorised"]
     assert event["actor"] == "Sam"
     assert event["data"] == {"from": "question", "to": "praise", "label_correction": True}
+    # The correction is training data: export-labels writes it for `carebot train`.
+    labels = config_copy.path.parent / "labels.csv"
+    env = {"CAREBOT_DATABASE_URL": sqlite_url}
+    args = ["export-labels", "--config", str(config_copy.path), "--out", str(labels)]
+    assert await asyncio.to_thread(main, args, env) == 0
+    assert labels.read_text(encoding="utf-8").splitlines() == [
+        "text,label",
+        "@acme_care how do I change my delivery address?,praise",
+    ]
+    capsys.readouterr()
+    args = ["export-labels", "--config", str(config_copy.path), "--since", "1h"]
+    assert await asyncio.to_thread(main, args, env) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1] == "@acme_care how do I change my delivery address?,praise"
+    assert captured.err == "1 label correction(s) written\n"
+    # The stored mentions can be replayed: export-mentions writes what replay reads.
+    mentions = config_copy.path.parent / "mentions.jsonl"
+    args = ["export-mentions", "--config", str(config_copy.path), "--out", str(mentions)]
+    assert await asyncio.to_thread(main, args, env) == 0
+    [record] = [json.loads(line) for line in mentions.read_text(encoding="utf-8").splitlines()]
+    assert record["text"] == "@acme_care how do I change my delivery address?"
+    assert record["platform"] == "x"
+    capsys.readouterr()
+    assert main(["replay", "--config", str(config_copy.path), "--json", str(mentions)], env) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["categories"] == {"question": 1}
 
 
 def _max_per_minute(fake: FakeTelegram, chat: int) -> int:

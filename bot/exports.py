@@ -1,0 +1,96 @@
+"""Reading the database for operators: staff's label corrections, and past mentions.
+
+``carebot export-labels`` writes, as ``text,label`` CSV, the text of every ticket whose
+category a person changed in the staff chat, with the category they chose last: data to
+train on (``carebot train FILE --base``). ``carebot export-mentions`` writes mentions as
+the JSON Lines that ``carebot replay`` reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.domain import Category
+from bot.models import mentions, ticket_events, tickets
+
+__all__ = ["export_labels", "export_mentions"]
+
+RECATEGORISED = "recategorised"
+LABELS = frozenset(c.value for c in Category)
+_PAGE = 1000
+
+
+async def export_labels(engine: AsyncEngine, out: TextIO, since: datetime | None) -> int:
+    """Write staff's label corrections as CSV (``text,label``); return how many rows.
+
+    Only corrections made at or after ``since`` count (None: all). A ticket corrected
+    several times gives one row, with the last category chosen.
+    """
+    query = (
+        select(ticket_events.c.ticket_id, ticket_events.c.data, mentions.c.text)
+        .join(tickets, tickets.c.id == ticket_events.c.ticket_id)
+        .join(mentions, mentions.c.id == tickets.c.mention_id)
+        .where(ticket_events.c.kind == RECATEGORISED)
+        .order_by(ticket_events.c.id)
+    )
+    if since is not None:
+        query = query.where(ticket_events.c.at >= since)
+    latest: dict[int, tuple[str, str]] = {}
+    async with engine.connect() as conn:
+        for ticket_id, data, text in await conn.execute(query):
+            label = (data or {}).get("to")
+            if isinstance(label, str) and label in LABELS:
+                latest[int(ticket_id)] = (str(text), label)
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["text", "label"])
+    for text, label in latest.values():
+        writer.writerow([text, label])
+    return len(latest)
+
+
+async def _mention_rows(
+    engine: AsyncEngine, since: datetime | None
+) -> AsyncIterator[dict[str, object]]:
+    """Mentions in id order, a page at a time (keyset pagination: no long transaction)."""
+    last = 0
+    while True:
+        query = select(mentions).where(mentions.c.id > last).order_by(mentions.c.id).limit(_PAGE)
+        if since is not None:
+            query = query.where(mentions.c.received_at >= since)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield dict(row)
+        last = int(rows[-1]["id"])
+
+
+async def export_mentions(engine: AsyncEngine, out: TextIO, since: datetime | None) -> int:
+    """Write mentions as JSON Lines for ``carebot replay``; return how many."""
+    count = 0
+    async for row in _mention_rows(engine, since):
+        created = row["created_at"]
+        record: dict[str, object] = {
+            "platform": row["platform"],
+            "id": row["external_id"],
+            "author": {
+                "id": row["author_id"],
+                "handle": row["author_handle"],
+                "is_bot": bool(row["author_is_bot"]),
+            },
+            "text": row["text"],
+            "created_at": created.isoformat() if isinstance(created, datetime) else created,
+        }
+        if row["in_reply_to_id"]:
+            record["in_reply_to_id"] = row["in_reply_to_id"]
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        count += 1
+    return count
