@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -40,16 +41,34 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         await conn.run_sync(_run)
 
 
+def _missing_folder(database: str) -> Path | None:
+    """The folder a SQLite database file would live in, if it does not exist."""
+    if database.startswith("file:"):
+        return None
+    folder = Path(database).expanduser().parent
+    return None if folder.is_dir() else folder
+
+
 async def open_database(engine: AsyncEngine) -> None:
     """Upgrade the schema at start-up; a database that cannot be reached stops start-up.
 
     Raises:
         StartupError: naming the database (password hidden) and what went wrong.
     """
+    where = engine.url.render_as_string(hide_password=True)
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        # Checked first: a failed aiosqlite open leaves its worker thread to report the
+        # failure into an event loop that may be gone by then.
+        folder = await asyncio.to_thread(_missing_folder, database)
+        if folder is not None:
+            raise StartupError(
+                f"cannot open the database {where}: unable to open database file "
+                f"(the directory {folder} does not exist)"
+            )
     try:
         await upgrade(engine)
     except (OSError, SQLAlchemyError) as exc:
-        where = engine.url.render_as_string(hide_password=True)
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StartupError(f"cannot open the database {where}: {detail}") from exc
 
