@@ -63,7 +63,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--config", type=Path, default=ROOT / "config")
-    parser.add_argument("--quick", action="store_true", help="a quarter of the rows, 1 s speed runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="a quarter of the rows, 1 s speed runs"
+    )
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"{args.data}: not found (the shared data sits beside the checkout)")
@@ -72,10 +74,14 @@ def main() -> None:
     rows = read(args.data)
     if args.quick:
         rows = rows[::4]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; one thread")
-    print(f"config: {args.config} (model: {config.model.source if config.model else 'none'}, "
-          f"{len(config.rules.rules)} rules)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; one thread"
+    )
+    print(
+        f"config: {args.config} (model: {config.model.source if config.model else 'none'}, "
+        f"{len(config.rules.rules)} rules)"
+    )
     start = time.perf_counter()
     verdicts = [classifier.classify(text) for text, _, _ in rows]
     print(f"classified {len(rows)} rows in {time.perf_counter() - start:.2f} s\n")
@@ -88,27 +94,41 @@ def main() -> None:
         key = source.split(":", 1)[0] or "-"
         by_source[key]["rows"] += 1
         by_source[key]["right"] += p is label
-    print("\naccuracy by source: " + ", ".join(
-        f"{s} {c['right'] / c['rows']:.3f} ({c['rows']})" for s, c in sorted(by_source.items())
-    ))
-    spam = [p for (_, _, source), p in zip(rows, predicted, strict=True) if source.startswith("ytspam")]
+    print(
+        "\naccuracy by source: "
+        + ", ".join(
+            f"{s} {c['right'] / c['rows']:.3f} ({c['rows']})" for s, c in sorted(by_source.items())
+        )
+    )
+    spam = [
+        p for (_, _, source), p in zip(rows, predicted, strict=True) if source.startswith("ytspam")
+    ]
     spam_recall = sum(p is Category.OTHER for p in spam) / len(spam) if spam else float("nan")
     triage = sum(v.needs_triage for v in verdicts) / len(verdicts)
-    print(f"recall of other on spam: {spam_recall:.3f} ({len(spam)} rows); "
-          f"sent to triage: {triage:.1%}")
+    print(
+        f"recall of other on spam: {spam_recall:.3f} ({len(spam)} rows); "
+        f"sent to triage: {triage:.1%}"
+    )
     held = read(HELDOUT)
-    held_report = score([label for _, label, _ in held], [classifier.classify(t).category for t, _, _ in held])
-    print(f"\nheld-out project examples ({HELDOUT.name}, {len(held)} rows): "
-          f"macro-F1 {held_report.macro_f1:.3f} (" + ", ".join(
-              f"{k} {v.f1:.3f}" for k, v in held_report.per_class.items()) + ")")
+    held_report = score(
+        [label for _, label, _ in held], [classifier.classify(t).category for t, _, _ in held]
+    )
+    print(
+        f"\nheld-out project examples ({HELDOUT.name}, {len(held)} rows): "
+        f"macro-F1 {held_report.macro_f1:.3f} ("
+        + ", ".join(f"{k} {v.f1:.3f}" for k, v in held_report.per_class.items())
+        + ")"
+    )
     texts = [text for text, _, _ in rows]
     seconds = 1.0 if args.quick else 3.0
     per_s = rate(classifier.classify, texts, seconds)
     rules_only = RulesClassifier(config.rules)
     rules_per_s = rate(rules_only.classify, texts, seconds / 2)
     model_per_s = rate(config.model.logits, texts, seconds / 2) if config.model else float("nan")
-    print(f"\nspeed: {per_s:,.0f} classifications/s (rules alone {rules_per_s:,.0f}/s, "
-          f"model alone {model_per_s:,.0f}/s)")
+    print(
+        f"\nspeed: {per_s:,.0f} classifications/s (rules alone {rules_per_s:,.0f}/s, "
+        f"model alone {model_per_s:,.0f}/s)"
+    )
     complaint_f1 = report.per_class["complaint"].f1
     print(
         f"macro_f1={report.macro_f1:.3f} complaint_f1={complaint_f1:.3f} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -47,7 +48,7 @@ _KEYWORD_WORD = re.compile(r"\*?\w+\*?")
 _REASON_MAX = 40  # matched text longer than this is shortened in reasons
 _MAX_GATES = 3  # prefilters per regex rule
 _Search = Callable[[str], "re.Match[str] | None"]
-_Gate = _Search
+_Gate = tuple[str, ...]  # a prefilter: the text must contain one of these strings
 
 
 def _import(name: str) -> ModuleType | None:
@@ -71,9 +72,13 @@ _NOTHING_MATCHED_CONFIDENCE = 0.5
 
 
 def _normalise(text: str) -> str:
-    """Return ``text`` as every matcher sees it (apostrophes, variation selectors, spaces)."""
+    """Return ``text`` as every matcher sees it (apostrophes, variation selectors, spaces).
+
+    Non-ASCII text is first brought to Unicode's compatibility form (NFKC), so full-width
+    and styled letters (U+FF57, U+1D41F) match like plain ones.
+    """
     if not text.isascii():  # every character _NORMALISE maps is outside ASCII
-        text = text.translate(_NORMALISE)
+        text = unicodedata.normalize("NFKC", text).translate(_NORMALISE)
     return " ".join(text.split())
 
 
@@ -227,8 +232,8 @@ class ClassifierSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = BUILTIN_MODEL
-    threshold: float = 0.45
-    margin: float = 0.05
+    threshold: float = 0.35
+    margin: float = 0.02
     fallback: Category = Category.QUESTION
 
     @field_validator("model")
@@ -361,12 +366,16 @@ def _regex_gates(pattern: str) -> tuple[_Gate, ...]:
     string from each branch of an alternation. If any gate finds nothing, the regex cannot
     match. Only ASCII literals are used and the gates only run on ASCII-only text, where
     case-insensitive matching is plain upper/lower case, so they never hide a match.
-    Nothing is returned (the regex always runs) when nothing is required.
+    Nothing is returned (the regex always runs) when nothing is required, and for a
+    pattern anchored at the start of the text (``^...``), which fails faster than any
+    prefilter could.
     """
     if _SRE_PARSER is None:
         return ()
     try:
         parsed = _SRE_PARSER.parse(pattern, re.IGNORECASE)
+        if len(parsed) and parsed[0] == (_SRE.AT, _SRE.AT_BEGINNING):
+            return ()
         required = _sequence_requirements(parsed)
     except (re.error, AttributeError, IndexError, TypeError, ValueError):
         return ()  # an unexpected parse tree: no shortcut, the regex always runs
@@ -452,9 +461,8 @@ def _lower_search(pattern: str) -> _Search | None:
 
 
 def _gate(strings: frozenset[str]) -> _Gate:
-    """Return a search for any of ``strings`` (a plain literal search for just one)."""
-    ordered = sorted(strings, key=lambda t: (-len(t), t))
-    return re.compile("|".join(re.escape(t) for t in ordered)).search
+    """Return the literal strings of a prefilter, longest first (the rarer ones)."""
+    return tuple(sorted(strings, key=lambda t: (-len(t), t)))
 
 
 class _CompiledRule:
@@ -480,6 +488,7 @@ class _CompiledRule:
         "prefix",
         "search",
         "suffixes",
+        "terms",
         "triggers",
         "weights",
         "words",
@@ -491,6 +500,7 @@ class _CompiledRule:
         self.prefix = f"rule {spec.name!r}: "
         self.kind = next(field for field in _MATCHERS if getattr(spec, field) is not None)
         self.words: frozenset[str] = frozenset()  # one-word keywords, matched as tokens
+        self.terms: tuple[tuple[str, str], ...] = ()  # other literal keywords, with a word
         self.search: _Search | None = None
         self.triggers: frozenset[str] | None = None  # search needs one of these tokens
         self.gates: tuple[_Gate, ...] = ()  # search needs all to pass
@@ -498,7 +508,15 @@ class _CompiledRule:
         if spec.keywords is not None:
             keywords = {_normalise(k.lower()) for k in spec.keywords}
             self.words = frozenset(k for k in keywords if _TOKEN.fullmatch(k))
-            others = sorted(keywords - self.words)
+            rest = keywords - self.words
+            # Literal terms with a whole word in them are found with str.find (see
+            # _find_term), indexed by that word; the others (wildcards) by a regex.
+            self.terms = tuple(
+                (term, trigger)
+                for term in sorted(rest)
+                if "*" not in term and (trigger := _keyword_trigger(term)) is not None
+            )
+            others = sorted(rest - {term for term, _ in self.terms})
             if others:
                 body = _alternation(others, _keyword_regex)
                 self.search = re.compile(rf"(?<!\w)(?:{body})(?!\w)").search
@@ -601,9 +619,12 @@ class RulesClassifier:
         scan_emoji: list[tuple[int, _Search]] = []
         # (rule, search on norm, gates, search on low if the regex is case-free)
         scan_regex: list[tuple[int, _Search, tuple[_Gate, ...], _Search | None]] = []
+        terms: dict[str, list[tuple[int, str]]] = {}
         for rule in self._rules:
             for word in rule.words:
                 words.setdefault(word, []).append(rule.index)
+            for term, trigger in rule.terms:
+                terms.setdefault(trigger, []).append((rule.index, term))
             search = rule.search
             if search is None:
                 continue
@@ -618,10 +639,20 @@ class RulesClassifier:
                 scan_emoji.append((rule.index, search))
             else:
                 scan_regex.append((rule.index, search, rule.gates, rule.lower_search))
-        self._index: dict[str, tuple[tuple[int, ...], tuple[tuple[int, _Search], ...]]] = {
-            token: (tuple(words.get(token, ())), tuple(triggered.get(token, ())))
-            for token in words.keys() | triggered.keys()
+        # token -> (rules with that one-word keyword, (rule, search) pairs it triggers,
+        #           (rule, term) pairs of literal keywords it is the trigger of)
+        self._index: dict[
+            str,
+            tuple[tuple[int, ...], tuple[tuple[int, _Search], ...], tuple[tuple[int, str], ...]],
+        ] = {
+            token: (
+                tuple(words.get(token, ())),
+                tuple(triggered.get(token, ())),
+                tuple(terms.get(token, ())),
+            )
+            for token in words.keys() | triggered.keys() | terms.keys()
         }
+        self._index_words = frozenset(self._index)
         self._untriggered = tuple(untriggered)
         self._scan_phrases = tuple(scan_phrases)
         self._scan_emoji = tuple(scan_emoji)
@@ -731,32 +762,76 @@ class RulesClassifier:
     def _find_keywords(self, low: str) -> dict[int, str]:
         """Return the keyword rules that fire on a lower-cased text, via the word index.
 
-        Each rule keeps its leftmost match, whether a one-word keyword or another term.
+        Each rule keeps its leftmost match (the longer on a tie), whether a one-word
+        keyword or another term. The text's words are intersected with the indexed words
+        in one set operation; only the few words found are then looked at one by one.
         """
         index = self._index
         candidates: dict[int, _Search] = dict(self._untriggered)
         if not index and not candidates:
             return {}
-        first: dict[int, re.Match[str]] = {}
-        for word in _TOKEN.finditer(low):
-            entry = index.get(word[0])
-            if entry is not None:
-                for i in entry[0]:
-                    if i not in first:
-                        first[i] = word
-                candidates.update(entry[1])
+        words = _TOKEN.findall(low)
+        hits = self._index_words.intersection(words)
+        found_words: dict[int, list[str]] = {}  # rule -> its one-word keywords found
+        best: dict[int, tuple[int, int, str]] = {}  # rule -> (start, -length, text)
+        for word in hits:
+            rules, triggered, terms = index[word]
+            for i in rules:
+                found_words.setdefault(i, []).append(word)
+            if triggered:
+                candidates.update(triggered)
+            for i, term in terms:
+                start = _find_term(low, term)
+                if start >= 0:
+                    here = (start, -len(term), term)
+                    if i not in best or here < best[i]:
+                        best[i] = here
         for i, search in candidates.items():
             if (match := search(low)) is not None:
-                earlier = first.get(i)
-                if earlier is None or match.start() <= earlier.start():  # longer on ties
-                    first[i] = match
-        return {i: match[0] for i, match in first.items()}
+                here = (match.start(), -len(match[0]), match[0])
+                if i not in best or here < best[i]:
+                    best[i] = here
+        first = {i: text for i, (_, _, text) in best.items()}
+        for i, ws in found_words.items():
+            word = ws[0] if len(ws) == 1 else min(ws, key=words.index)
+            other = best.get(i)
+            # A term of the same rule matched too: keep whichever starts first.
+            if other is None or _word_start(word, low) < other[0]:
+                first[i] = word
+        return first
+
+
+def _find_term(low: str, term: str) -> int:
+    r"""Where ``term`` first occurs in ``low`` with no word character on either side, or -1.
+
+    The same as searching ``(?<!\w)term(?!\w)``: ``\w`` is what ``str.isalnum`` or
+    ``_`` accepts.
+    """
+    start = low.find(term)
+    size = len(low)
+    while start >= 0:
+        end = start + len(term)
+        before = low[start - 1] if start else " "
+        after = low[end] if end < size else " "
+        if not (before.isalnum() or before == "_" or after.isalnum() or after == "_"):
+            return start
+        start = low.find(term, start + 1)
+    return -1
+
+
+def _word_start(word: str, low: str) -> int:
+    """Where ``word`` first occurs in ``low`` as a whole word (it does occur)."""
+    match = re.search(rf"(?<!\w){re.escape(word)}(?!\w)", low)
+    return match.start() if match is not None else len(low)
 
 
 def _open(gates: tuple[_Gate, ...], low: str) -> bool:
     """Return whether every prefilter of a regex rule finds its text in ``low``."""
-    for gate in gates:  # noqa: SIM110 — a plain loop: all() over a generator costs more
-        if gate(low) is None:
+    for strings in gates:
+        for text in strings:  # str's own search beats a regex alternation by far
+            if text in low:
+                break
+        else:
             return False
     return True
 

@@ -6,10 +6,10 @@ import it.
 
 Features (:func:`features`), the same at training and at run time:
 
-- the text is normalised like the rules see it, lower-cased, links become ``_url_``,
-  ``@handles`` become ``_user_``, digit runs become ``0``, ``:)``-style emoticons become
-  ``_smile_`` / ``_frown_``, and a letter repeated three times or more is kept twice
-  ("sooooo" is "soo");
+- the text is normalised like the rules see it (NFKC, apostrophes), lower-cased, links
+  become ``_url_``, ``@handles`` become ``_user_``, digit runs become ``0``, ``:)``-style
+  emoticons become ``_smile_`` / ``_frown_``, and a letter repeated three times or more
+  is kept twice ("sooooo" is "soo");
 - tokens are words (with inner apostrophes) and single punctuation or emoji characters;
 - ``w <token>``: each token; ``b <prev> <token>``: each pair of neighbours, starting from
   ``<s>``; ``c <gram>``: the 3- to 5-character grams of each word of two letters or more,
@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 FORMAT: Final = "carebot-linear-model/1"
-FEATURES_VERSION: Final = 1
+FEATURES_VERSION: Final = 2
 BUILTIN_MODEL: Final = "builtin"
 CLASSES: Final = (Category.COMPLAINT, Category.QUESTION, Category.PRAISE, Category.OTHER)
 
@@ -95,8 +96,8 @@ class ModelError(Exception):
 
 
 def _raw_tokens(text: str) -> list[str]:
-    if not text.isascii():
-        text = text.translate(_NORMALISE)
+    if not text.isascii():  # full-width and styled letters become plain ones first
+        text = unicodedata.normalize("NFKC", text).translate(_NORMALISE)
     return _TOKEN.findall(text.lower())
 
 

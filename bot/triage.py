@@ -17,6 +17,7 @@ How a verdict is reached (``config/rules.yaml``, section ``classifier``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import exp
 
 from bot.classifier import Fired, RulesClassifier, RulesFile
 from bot.domain import TRIAGE_PREFIX, Verdict
@@ -66,7 +67,7 @@ class TriageClassifier:
         fired = self._rules.fire(text)
         if fired.forced is not None:
             return self._forced(fired)
-        return self._decide(fired, list(self._model.logits(text)))
+        return self._decide(fired, self._model.logits(text))
 
     def explain(self, text: str, limit: int = 6) -> Explanation:
         """Classify ``text`` and return the parts of the decision."""
@@ -93,16 +94,30 @@ class TriageClassifier:
             scores={key: 1.0 if key == fired.forced.value else 0.0 for key in _KEYS},
         )
 
-    def _decide(self, fired: Fired, logits: list[float]) -> Verdict:
+    def _decide(self, fired: Fired, logits: tuple[float, float, float, float]) -> Verdict:
+        a, b, c, d = logits
         if fired.found:
-            logits = [m + r for m, r in zip(logits, fired.scores, strict=True)]
-        probabilities = LinearModel.probabilities(logits)
-        order = sorted(range(4), key=lambda i: -probabilities[i])
-        best, second = order[0], order[1]
-        top, runner_up = probabilities[best], probabilities[second]
+            ra, rb, rc, rd = fired.scores
+            a, b, c, d = a + ra, b + rb, c + rc, d + rd
+        high = max(a, b, c, d)  # the softmax, written out: this runs for every mention
+        a, b, c, d = exp(a - high), exp(b - high), exp(c - high), exp(d - high)
+        total = a + b + c + d
+        p = (a / total, b / total, c / total, d / total)
+        best = 0
+        for i in (1, 2, 3):
+            if p[i] > p[best]:
+                best = i
+        second = 1 if best == 0 else 0
+        for i in (1, 2, 3):
+            if i != best and p[i] > p[second]:
+                second = i
+        top, runner_up = p[best], p[second]
         category = CLASSES[best]
-        summary = (
-            f"model: {category.value} {top:.2f}, then {CLASSES[second].value} {runner_up:.2f}"
+        summary = "model: %s %.2f, then %s %.2f" % (  # noqa: UP031 — the fastest formatting
+            _KEYS[best],
+            top,
+            _KEYS[second],
+            runner_up,
         )
         reasons = [summary, *self._rules.reasons(fired, category)] if fired.found else [summary]
         unsure = top < self._threshold or top - runner_up < self._margin
@@ -114,8 +129,8 @@ class TriageClassifier:
             reasons.insert(0, TRIAGE_PREFIX + why)
         return Verdict(
             category=category,
-            confidence=round(top, 4),
+            confidence=top,
             reasons=tuple(reasons),
-            scores={key: round(p, 4) for key, p in zip(_KEYS, probabilities, strict=True)},
+            scores=dict(zip(_KEYS, p, strict=True)),
             needs_triage=unsure,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -520,6 +521,7 @@ _APOSTROPHES = str.maketrans(
 
 
 def _plain(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
     text = text.translate(_APOSTROPHES).replace("\ufe0f", "").replace("\ufe0e", "")
     return " ".join(text.split())
 
@@ -584,7 +586,9 @@ _texts = st.lists(
     st.one_of(
         st.sampled_from(_vocabulary()),
         st.text(
-            alphabet="abcdefghijklmnopqrstuvwxyz'\u2019?!.,:;()#@ 0123456789😀❤\ufe0f", max_size=6
+            alphabet="abcdefghijklmnopqrstuvwxyz'\u2019?!.,:;()#@ 0123456789😀❤\ufe0f"
+            "\uff57\uff21_-",
+            max_size=6,
         ),
     ),
     max_size=12,
@@ -662,3 +666,34 @@ def test_regex_prefilters_never_hide_a_match(pattern: str, text: str) -> None:
 def test_regex_rules_fire_however_they_are_written(pattern: str, text: str) -> None:
     clf = make([{"name": "r", "regex": pattern, "weights": {"complaint": 1.0}}])
     assert clf.classify(text).category is Category.COMPLAINT
+
+
+def test_full_width_and_styled_letters_match_like_plain_ones() -> None:
+    classifier = make([{"name": "spam", "phrases": ["www.", "free"], "weights": {"other": 2.0}}])
+    full_width = "\uff48\uff54\uff54\uff50://\uff57\uff57\uff57.example.com"
+    bold = "\U0001d41f\U0001d42b\U0001d41e\U0001d41e"  # "free" in mathematical bold
+    verdict = classifier.classify(f"{full_width} {bold} stuff")
+    assert verdict.category is Category.OTHER
+    assert fired(verdict) == {"spam"}
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text", "fires"),
+    [
+        ("not working", "it is not working!", True),
+        ("not working", "it is not workingg", False),
+        ("not working", "snot working", False),
+        ("not working", "x_not working", False),
+        ("isn't working", "it isn't working", True),
+        ("really?", "really? ok", True),
+        ("really?", "really?ok", False),  # the boundary applies after punctuation too
+        ("come on", "come on", True),
+        ("come on", "come, on", False),
+    ],
+)
+def test_multi_word_keywords_need_word_boundaries(keyword: str, text: str, fires: bool) -> None:
+    rules = RulesFile.model_validate(
+        {"rules": [{"name": "k", "keywords": [keyword], "weights": {"complaint": 1.0}}]}
+    )
+    assert bool(fired(RulesClassifier(rules).classify(text))) is fires
+    assert bool(NaiveEngine(rules).fired(text)) is fires
