@@ -78,7 +78,7 @@ def _normalise(text: str) -> str:
     and styled letters (U+FF57, U+1D41F) match like plain ones.
     """
     if not text.isascii():  # every character _NORMALISE maps is outside ASCII
-        text = unicodedata.normalize("NFKC", text).translate(_NORMALISE)
+        text = unicodedata.normalize("NFKC", text.translate(_NORMALISE))
     return " ".join(text.split())
 
 
@@ -177,6 +177,12 @@ class RuleSpec(BaseModel):
             raise ValueError(f"invalid regex: {exc}") from exc
         if pattern.fullmatch("") is not None:
             raise ValueError("regex matches the empty string, so it would fire on every mention")
+        if unicodedata.normalize("NFKC", value) != value:
+            raise ValueError(
+                "the regex holds characters that mentions never contain after normalisation "
+                "(full-width or styled letters, ligatures, '…'): write them plainly, e.g. "
+                f"{unicodedata.normalize('NFKC', value)!r}"
+            )
         return value
 
     @field_validator("emoji")

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         sys.stdout.write(f"configuration OK: {config.directory}\n")
         return EXIT_OK
     if args.command in TOOLS:
-        return cli_tools.run(args, config)
+        return cli_tools.run(args, config, env)
     from bot.logs import configure  # noqa: PLC0415
 
     configure(config.carebot.logging.level)

@@ -11,8 +11,8 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeVar
 
@@ -83,8 +83,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         )
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """Run one tuning command; return the exit code."""
+def run(args: argparse.Namespace, config: Config, environ: Mapping[str, str]) -> int:
+    """Run one tuning command; return the exit code.
+
+    ``environ`` is the environment the command was given (``--against`` loads with it too).
+    """
     try:
         if args.command == "classify":
             return _classify(config, args.text, args.explain)
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if args.command == "train":
             return _train(config, args.file, args.base, args.out)
         if args.command == "replay":
-            return _replay(config, args.file, args.against, args.json)
+            return _replay(config, args.file, args.against, args.json, environ)
         return _export(config, args.command, args.out, args.since)
     except (LabelledError, ReplayError) as exc:
         sys.stderr.write(f"carebot {args.command}: {exc}\n")
@@ -200,7 +203,11 @@ def _train(config: Config, path: Path, base: bool, out: Path | None) -> int:
     except ValueError as exc:
         sys.stderr.write(f"carebot train: {path}: {exc}\n")
         return EXIT_INPUT
-    write_model(data, target)
+    try:
+        write_model(data, target)
+    except OSError as exc:
+        sys.stderr.write(f"carebot train: cannot write {target}: {exc.strerror or exc}\n")
+        return EXIT_INPUT
     sys.stdout.write(
         f"wrote {target}: {used} examples "
         f"({', '.join(f'{k} {v}' for k, v in data['info']['per_category'].items())}), "
@@ -209,21 +216,31 @@ def _train(config: Config, path: Path, base: bool, out: Path | None) -> int:
     configured = model_path(config.rules, config.directory)
     if configured is None or configured.resolve() != target.resolve():
         sys.stdout.write(
-            f"to use it, set classifier.model: {target} in {config.directory / 'rules.yaml'}\n"
+            f"to use it, set classifier.model: {_as_setting(target, config.directory)} "
+            f"in {config.directory / 'rules.yaml'}\n"
         )
     return EXIT_OK
 
 
-def _load_other(directory: str) -> Config:
-    from os import environ  # noqa: PLC0415
+def _as_setting(target: Path, directory: Path) -> str:
+    """How ``classifier.model`` names ``target``: relative to the config directory if inside."""
+    absolute = target.resolve()
+    try:
+        return str(absolute.relative_to(directory.resolve()))
+    except ValueError:
+        return str(absolute)
 
-    return load_config(config_dir(directory, environ), environ)
 
-
-def _replay(config: Config, path: Path, against: str | None, as_json: bool) -> int:
+def _replay(
+    config: Config,
+    path: Path,
+    against: str | None,
+    as_json: bool,
+    environ: Mapping[str, str],
+) -> int:
     mentions = list(read_mentions(path))
     try:
-        other = _load_other(against) if against else None
+        other = load_config(config_dir(against, environ), environ) if against else None
     except ConfigError as exc:
         sys.stderr.write(f"carebot replay: invalid configuration in {against}:\n")
         for problem in exc.problems:
@@ -231,15 +248,16 @@ def _replay(config: Config, path: Path, against: str | None, as_json: bool) -> i
         return EXIT_CONFIG
     first = Replayer(config)
     second = Replayer(other) if other is not None else None
-    # Replayed in time order, as they happened: the ack cap depends on it.
-    order = sorted(range(len(mentions)), key=lambda i: (mentions[i].created_at, i))
+    # Replayed in time order, as they happened: the ack cap and threads depend on it.
+    order = sorted(range(len(mentions)), key=lambda i: (mentions[i].mention.created_at, i))
     changed: list[dict[str, Any]] = []
     for i in _progress(order, len(order), "replaying"):
-        m = mentions[i]
-        a = first.decide(m)
+        item = mentions[i]
+        m = item.mention
+        a = first.decide(item)
         if second is None:
             continue
-        b = second.decide(m)
+        b = second.decide(item)
         if a.key() != b.key():
             changed.append({"line": i + 1, "id": m.external_id, "text": m.text, "a": a, "b": b})
     changed.sort(key=lambda c: c["line"])
@@ -304,7 +322,26 @@ def _write_summary(out: TextIO, name: str, replayer: Replayer) -> None:
     out.write(f"  escalation policies: {listing('policy:')}\n")
 
 
+class _OutputError(Exception):
+    """Writing the export failed (not the database's fault)."""
+
+
+class _Output:
+    """The export's destination; a failed write becomes :class:`_OutputError`."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+
+    def write(self, text: str) -> int:
+        try:
+            return self._handle.write(text)
+        except OSError as exc:
+            raise _OutputError(exc.strerror or str(exc)) from exc
+
+
 def _export(config: Config, command: str, out_path: Path | None, since_text: str | None) -> int:
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+
     from bot.durations import parse_duration  # noqa: PLC0415
     from bot.errors import StartupError  # noqa: PLC0415
 
@@ -315,22 +352,38 @@ def _export(config: Config, command: str, out_path: Path | None, since_text: str
         except ValueError as exc:
             sys.stderr.write(f"carebot {command}: --since: {exc}\n")
             return EXIT_INPUT
-        from datetime import UTC  # noqa: PLC0415
-
         since = datetime.now(UTC) - window
+    url = make_url(config.database_url.get_secret_value())
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and not Path(database).is_file():
+        # Reading must not create an empty database where a path was mistyped.
+        sys.stderr.write(f"carebot {command}: cannot read the database: no file {database}\n")
+        return EXIT_STARTUP
+    tmp = out_path.with_name(out_path.name + ".tmp") if out_path is not None else None
     try:
-        count = asyncio.run(_export_async(config, command, out_path, since))
+        if tmp is None:
+            count = asyncio.run(_export_async(config, command, _Output(sys.stdout), since))
+        else:
+            with tmp.open("w", encoding="utf-8", newline="") as handle:
+                count = asyncio.run(_export_async(config, command, _Output(handle), since))
+            tmp.replace(out_path)  # type: ignore[arg-type]  # set with tmp
     except StartupError as exc:
         sys.stderr.write(f"carebot {command}: cannot read the database: {exc}\n")
         return EXIT_STARTUP
+    except (OSError, _OutputError) as exc:
+        where = out_path or "stdout"
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc)
+        sys.stderr.write(f"carebot {command}: cannot write {where}: {detail}\n")
+        return EXIT_INPUT
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     what = "label correction(s)" if command == "export-labels" else "mention(s)"
     sys.stderr.write(f"{count} {what} written{f' to {out_path}' if out_path else ''}\n")
     return EXIT_OK
 
 
-async def _export_async(
-    config: Config, command: str, out_path: Path | None, since: datetime | None
-) -> int:
+async def _export_async(config: Config, command: str, out: _Output, since: datetime | None) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from bot.errors import StartupError  # noqa: PLC0415
@@ -344,16 +397,9 @@ async def _export_async(
     try:
         if await current(engine) is None:
             raise StartupError(f"{where} holds no carebot data (its schema was never created)")
-        if out_path is None:
-            count = await export(engine, sys.stdout, since)
-        else:
-            tmp = out_path.with_name(out_path.name + ".tmp")
-            with tmp.open("w", encoding="utf-8", newline="") as handle:
-                count = await export(engine, handle, since)
-            tmp.replace(out_path)
+        return await export(engine, out, since)
     except (OSError, SQLAlchemyError) as exc:
         detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StartupError(f"{where}: {detail}") from exc
     finally:
         await engine.dispose()
-    return count

@@ -12,22 +12,31 @@ import csv
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TextIO
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.domain import Category
-from bot.models import mentions, ticket_events, tickets
+from bot.domain import Category, OutboxState
+from bot.models import mentions, outbox, ticket_events, tickets
+from bot.pipeline import OWN_ACCOUNT
 
-__all__ = ["export_labels", "export_mentions"]
+__all__ = ["Writer", "export_labels", "export_mentions"]
+
+
+class Writer(Protocol):
+    """Where an export goes: anything with ``write``."""
+
+    def write(self, text: str, /) -> int:
+        """Write ``text``."""
+
 
 RECATEGORISED = "recategorised"
 LABELS = frozenset(c.value for c in Category)
 _PAGE = 1000
 
 
-async def export_labels(engine: AsyncEngine, out: TextIO, since: datetime | None) -> int:
+async def export_labels(engine: AsyncEngine, out: Writer, since: datetime | None) -> int:
     """Write staff's label corrections as CSV (``text,label``); return how many rows.
 
     Only corrections made at or after ``since`` count (None: all). A ticket corrected
@@ -55,42 +64,69 @@ async def export_labels(engine: AsyncEngine, out: TextIO, since: datetime | None
     return len(latest)
 
 
-async def _mention_rows(
+async def _mention_pages(
     engine: AsyncEngine, since: datetime | None
-) -> AsyncIterator[dict[str, object]]:
-    """Mentions in id order, a page at a time (keyset pagination: no long transaction)."""
+) -> AsyncIterator[tuple[list[dict[str, Any]], dict[int, list[str]]]]:
+    """Mentions in id order, a page at a time, with our sent replies per opening mention.
+
+    Keyset pagination: no long transaction.
+    """
     last = 0
     while True:
         query = select(mentions).where(mentions.c.id > last).order_by(mentions.c.id).limit(_PAGE)
         if since is not None:
             query = query.where(mentions.c.received_at >= since)
         async with engine.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        if not rows:
-            return
-        for row in rows:
-            yield dict(row)
+            rows = [dict(r) for r in (await conn.execute(query)).mappings().all()]
+            if not rows:
+                return
+            replies: dict[int, list[str]] = {}
+            sent = await conn.execute(
+                select(tickets.c.mention_id, outbox.c.external_id)
+                .join(outbox, outbox.c.ticket_id == tickets.c.id)
+                .where(
+                    tickets.c.mention_id.in_([r["id"] for r in rows]),
+                    outbox.c.state == OutboxState.SENT.value,
+                    outbox.c.external_id.is_not(None),
+                )
+                .order_by(outbox.c.id)
+            )
+            for mention_id, external_id in sent:
+                replies.setdefault(int(mention_id), []).append(str(external_id))
+        yield rows, replies
         last = int(rows[-1]["id"])
 
 
-async def export_mentions(engine: AsyncEngine, out: TextIO, since: datetime | None) -> int:
-    """Write mentions as JSON Lines for ``carebot replay``; return how many."""
+async def export_mentions(engine: AsyncEngine, out: Writer, since: datetime | None) -> int:
+    """Write mentions as JSON Lines for ``carebot replay``; return how many.
+
+    Besides the mention itself each line holds what replay needs to link threads as the
+    service did: ``thread_id``, ``in_reply_to_id``, ``our_replies`` (the ids of our sent
+    acknowledgements and replies on the ticket it opened), ``reply_url`` (webhook sources),
+    and ``ours: true`` for a post of our own account.
+    """
     count = 0
-    async for row in _mention_rows(engine, since):
-        created = row["created_at"]
-        record: dict[str, object] = {
-            "platform": row["platform"],
-            "id": row["external_id"],
-            "author": {
-                "id": row["author_id"],
-                "handle": row["author_handle"],
-                "is_bot": bool(row["author_is_bot"]),
-            },
-            "text": row["text"],
-            "created_at": created.isoformat() if isinstance(created, datetime) else created,
-        }
-        if row["in_reply_to_id"]:
-            record["in_reply_to_id"] = row["in_reply_to_id"]
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        count += 1
+    async for rows, replies in _mention_pages(engine, since):
+        for row in rows:
+            created = row["created_at"]
+            record: dict[str, object] = {
+                "platform": row["platform"],
+                "id": row["external_id"],
+                "author": {
+                    "id": row["author_id"],
+                    "handle": row["author_handle"],
+                    "is_bot": bool(row["author_is_bot"]),
+                },
+                "text": row["text"],
+                "created_at": created.isoformat() if isinstance(created, datetime) else created,
+            }
+            for key in ("thread_id", "in_reply_to_id", "reply_url"):
+                if row[key]:
+                    record[key] = row[key]
+            if row["id"] in replies:
+                record["our_replies"] = replies[row["id"]]
+            if row["screen_reason"] == OWN_ACCOUNT:
+                record["ours"] = True
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count

@@ -16,7 +16,8 @@ Features (:func:`features`), the same at training and at run time:
   padded with a space at each end (the word's start and end are part of the gram);
 - ``l +`` / ``l ++`` / ``l -`` / ``l --``: a word of VADER's sentiment lexicon with a
   positive or negative valence (doubled at 2.0 or more), flipped to ``l ~+`` / ``l ~-``
-  when one of the three words before it negates ("not", "never", "don't"...);
+  when one of the three tokens before it (punctuation and emoji count) negates ("not",
+  "never", "don't"...);
 - ``n <bucket>``: the number of words (1-3, 4-10, 11-25, 26 or more).
 
 The model is multinomial logistic regression over those features: each text's vector
@@ -59,7 +60,7 @@ __all__ = [
 ]
 
 FORMAT: Final = "carebot-linear-model/1"
-FEATURES_VERSION: Final = 2
+FEATURES_VERSION: Final = 3
 BUILTIN_MODEL: Final = "builtin"
 CLASSES: Final = (Category.COMPLAINT, Category.QUESTION, Category.PRAISE, Category.OTHER)
 
@@ -97,7 +98,7 @@ class ModelError(Exception):
 
 def _raw_tokens(text: str) -> list[str]:
     if not text.isascii():  # full-width and styled letters become plain ones first
-        text = unicodedata.normalize("NFKC", text).translate(_NORMALISE)
+        text = unicodedata.normalize("NFKC", text.translate(_NORMALISE))
     return _TOKEN.findall(text.lower())
 
 
@@ -105,7 +106,7 @@ def _normal(raw: str) -> str:
     """The normal form of one raw (lower-cased) token."""
     first = raw[0]
     normal = raw
-    if raw.startswith(("http", "www.")) and len(raw) > 4:
+    if "://" in raw or raw.startswith("www."):
         normal = "_url_"
     elif first == "@" and len(raw) > 1:
         normal = "_user_"
@@ -253,8 +254,9 @@ class LinearModel:
             intercept = np.asarray(data["intercept"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{source}: malformed model file ({exc})") from exc
-        if sorted(classes) != sorted(CLASSES) or len(classes) != len(CLASSES):
-            raise ModelError(f"{source}: classes must be the four categories, got {classes}")
+        if classes != CLASSES:
+            expected = ", ".join(c.value for c in CLASSES)
+            raise ModelError(f"{source}: classes must be {expected}, in that order")
         n = len(vocabulary)
         if idf.shape != (n,) or coef.shape != (len(classes), n) or intercept.shape != (4,):
             raise ModelError(
@@ -263,7 +265,9 @@ class LinearModel:
             )
         if len(set(vocabulary)) != n:
             raise ModelError(f"{source}: the vocabulary repeats a feature")
-        if not (np.isfinite(idf).all() and np.isfinite(coef).all()):
+        if not (
+            np.isfinite(idf).all() and np.isfinite(coef).all() and np.isfinite(intercept).all()
+        ):
             raise ModelError(f"{source}: non-finite numbers in the model")
         self.classes = classes
         self.info: dict[str, Any] = dict(data.get("info") or {})

@@ -42,6 +42,7 @@ from handlers import HandlerContext, plan_for
 logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
+OWN_ACCOUNT = "our own account"  # the screening reason of our own posts
 
 Observer = Callable[[Sequence[Applied]], None]
 
@@ -82,7 +83,7 @@ class Screening:
     def reason(self, m: Mention, own_account_ids: frozenset[str] = frozenset()) -> str | None:
         """Why ``m`` must not be answered, or None."""
         if m.author_id in own_account_ids:
-            return "our own account"
+            return OWN_ACCOUNT
         if m.author_is_bot:
             return "author is a bot (flagged by the platform)"
         if self.is_bot(m):

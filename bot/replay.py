@@ -1,16 +1,22 @@
 """``carebot replay``: what a config would do with past mentions, without sending or writing.
 
-Each mention goes through screening, classification and its category's handler exactly as
-in ``carebot run``. Two things that need the live database are simulated from the file
-itself, in the order of the mentions' times: the hourly acknowledgement cap per author
-(``screening.max_acks_per_author_per_hour``) and the reply to a mention's own thread
-(a mention whose ``in_reply_to_id`` is an earlier mention of the same author that got a
-ticket joins that ticket instead of opening another).
+Each mention goes through screening, classification and its category's handler as in
+``carebot run``. What needs the live database is simulated from the file itself, in the
+order of the mentions' times:
+
+- threads: a mention whose ``in_reply_to_id`` or ``thread_id`` names an earlier mention of
+  the same author that belongs to a ticket (opened it, or joined it), or one of our replies
+  on that ticket (``our_replies``), joins that ticket as a follow-up instead of opening
+  another. Tickets are taken as still open: resolutions are not replayed.
+- the hourly acknowledgement cap per author (``screening.max_acks_per_author_per_hour``).
+- our own account: a mention marked ``"ours": true`` is screened as the service did.
+- a webhook mention without ``reply_url`` gets no acknowledgement (there is nowhere to send it).
 
 Input: JSON Lines, one mention per line, as ``carebot export-mentions`` writes them::
 
     {"platform": "x", "id": "1849", "author": {"id": "42", "handle": "ana"},
-     "text": "my order never came", "created_at": "2026-11-20T10:00:00Z"}
+     "text": "my order never came", "created_at": "2026-11-20T10:00:00Z",
+     "thread_id": "1849", "our_replies": ["1850"]}
 
 Only ``text`` is required: ``platform`` defaults to ``x``, ``id`` to the line number,
 ``author`` to an author of its own per line, ``created_at`` to the file's order.
@@ -28,11 +34,11 @@ from typing import Any
 
 from bot.config import Config
 from bot.domain import Mention, Platform
-from bot.pipeline import Screening, safe_classify
+from bot.pipeline import OWN_ACCOUNT, Screening, safe_classify
 from bot.triage import TriageClassifier
 from handlers import HandlerContext, plan_for
 
-__all__ = ["Outcome", "ReplayError", "Replayer", "read_mentions"]
+__all__ = ["Outcome", "ReplayError", "Replayed", "Replayer", "read_mentions"]
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
@@ -52,12 +58,33 @@ def _field(data: dict[str, Any], key: str, where: str, default: str | None = Non
     return str(value)
 
 
-def _mention(data: Any, where: str, line: int) -> Mention:
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """One line of the file: the mention, and what the service knew around it."""
+
+    mention: Mention
+    our_replies: tuple[str, ...] = ()
+    ours: bool = False
+
+
+def _optional(data: dict[str, Any], key: str, where: str) -> str | None:
+    return _field(data, key, where) if data.get(key) is not None else None
+
+
+def _replayed(data: Any, where: str, line: int) -> Replayed:
     if not isinstance(data, dict):
         raise ReplayError(f"{where}: a JSON object is required")
-    text = _field(data, "text", where)
-    if not text.strip():
-        raise ReplayError(f"{where}: text: empty")
+    replies = data.get("our_replies", [])
+    if not isinstance(replies, list) or not all(isinstance(r, str | int) for r in replies):
+        raise ReplayError(f"{where}: our_replies: must be a list of ids")
+    ours = data.get("ours", False)
+    if not isinstance(ours, bool):
+        raise ReplayError(f"{where}: ours: must be true or false")
+    return Replayed(_mention(data, where, line), tuple(str(r) for r in replies), ours)
+
+
+def _mention(data: dict[str, Any], where: str, line: int) -> Mention:
+    text = _field(data, "text", where)  # may be empty: the service stores such posts too
     raw_platform = _field(data, "platform", where, "x")
     try:
         platform = Platform(raw_platform)
@@ -83,7 +110,6 @@ def _mention(data: Any, where: str, line: int) -> Mention:
             ) from None
         if created.tzinfo is None:
             raise ReplayError(f"{where}: created_at: include a time zone (Z or +hh:mm)")
-    parent = data.get("in_reply_to_id")
     return Mention(
         platform=platform,
         external_id=_field(data, "id", where, str(line)),
@@ -91,13 +117,14 @@ def _mention(data: Any, where: str, line: int) -> Mention:
         author_handle=handle,
         text=text,
         created_at=created.astimezone(UTC),
-        thread_id=None,
-        in_reply_to_id=str(parent) if parent is not None else None,
+        thread_id=_optional(data, "thread_id", where),
+        in_reply_to_id=_optional(data, "in_reply_to_id", where),
         author_is_bot=is_bot,
+        reply_url=_optional(data, "reply_url", where),
     )
 
 
-def read_mentions(path: Path) -> Iterator[Mention]:
+def read_mentions(path: Path) -> Iterator[Replayed]:
     """Yield the mentions of a JSON Lines file, in file order; blank lines are skipped.
 
     Raises:
@@ -118,7 +145,7 @@ def read_mentions(path: Path) -> Iterator[Mention]:
                 data = json.loads(raw)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ReplayError(f"{where}: not JSON ({exc})") from exc
-            yield _mention(data, where, number)
+            yield _replayed(data, where, number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +199,7 @@ class Outcome:
 @dataclass
 class _AuthorState:
     acks: deque[datetime] = field(default_factory=deque)
-    ticketed: set[str] = field(default_factory=set)  # external ids that opened tickets
+    ticketed: set[str] = field(default_factory=set)  # ids belonging to the author's tickets
 
 
 class Replayer:
@@ -189,9 +216,9 @@ class Replayer:
         self._authors: dict[tuple[Platform, str], _AuthorState] = {}
         self.counts: Counter[str] = Counter()
 
-    def decide(self, m: Mention) -> Outcome:
-        """What the config does with ``m``, given the mentions decided before it."""
-        outcome = self._decide(m)
+    def decide(self, item: Replayed) -> Outcome:
+        """What the config does with a mention, given the mentions decided before it."""
+        outcome = self._decide(item)
         self.counts["mentions"] += 1
         self.counts[f"action:{outcome.action}"] += 1
         if outcome.category:
@@ -205,8 +232,9 @@ class Replayer:
             self.counts["needs_triage"] += 1
         return outcome
 
-    def _decide(self, m: Mention) -> Outcome:
-        reason = self._screening.reason(m)
+    def _decide(self, item: Replayed) -> Outcome:
+        m = item.mention
+        reason = OWN_ACCOUNT if item.ours else self._screening.reason(m)
         if reason is not None:
             return Outcome("screened", reason=reason)
         verdict = safe_classify(self._classifier, m.text)
@@ -216,7 +244,9 @@ class Replayer:
             "needs_triage": verdict.needs_triage,
         }
         author = self._authors.setdefault((m.platform, m.author_id), _AuthorState())
-        if m.in_reply_to_id is not None and m.in_reply_to_id in author.ticketed:
+        refs = {r for r in (m.in_reply_to_id, m.thread_id) if r and r != m.external_id}
+        if refs & author.ticketed:
+            author.ticketed.add(m.external_id)
             return Outcome("follow-up", **common, reason="joins the author's ticket")
         plan = plan_for(verdict, m, self._ctx)
         if not plan.open_ticket:
@@ -226,15 +256,19 @@ class Replayer:
             recent.popleft()
         if plan.ack_template is not None and len(recent) >= self._max_acks:
             if author.ticketed:
+                author.ticketed.add(m.external_id)
                 return Outcome(
                     "capped", **common, reason="hourly ack cap: joins the author's open ticket"
                 )
             ack = None
+        elif m.platform is Platform.WEBHOOK and m.reply_url is None:
+            ack = None  # the source gave nowhere to send it
         else:
             ack = plan.ack_template
         if ack is not None:
             recent.append(m.created_at)
         author.ticketed.add(m.external_id)
+        author.ticketed.update(item.our_replies)
         return Outcome(
             "ticket", **common, ack=ack, priority=plan.priority, policy=plan.policy or None
         )

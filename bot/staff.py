@@ -237,6 +237,9 @@ class StaffDesk:
         if action.verb is Verb.RECATEGORISE and action.category is not None:
             policy = self._escalation.policy_for(action.category, ticket["priority"])
             changes.update(policy=policy, policy_snapshot=self._escalation.snapshot(policy))
+            # A person has now judged the category: the card's triage warning is answered.
+            reasons = [str(r) for r in ticket["reasons"] or []]
+            changes["reasons"] = [r for r in reasons if not r.startswith(TRIAGE_PREFIX)]
         won = await self._apply(ticket, action, outcome, changes, actor, now)
         if not won:
             fresh = await self.load(action.ticket_id)

@@ -108,11 +108,18 @@ def train(examples: Sequence[Example], *, c: float = C, min_df: int = MIN_DF) ->
 
 
 def write_model(data: dict[str, Any], path: Path) -> None:
-    """Write a model file atomically (a reader never sees half a file)."""
+    """Write a model file atomically: a reader never sees half a file, a failure leaves none.
+
+    Raises:
+        OSError: the file cannot be written there.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", "utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def train_file(path: Path, *, base: bool) -> tuple[dict[str, Any], int]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from bot.domain import Category, Mention, Plan, Verdict
 from handlers.base import HandlerContext
 
-URGENT_CONFIDENCE: Final = 0.75
-
 
 def handle(verdict: Verdict, mention: Mention, ctx: HandlerContext) -> Plan:
-    """Acknowledge with sympathy and open a ticket; a confident complaint is priority 1."""
+    """Acknowledge with sympathy and open a ticket; a clear complaint is priority 1.
+
+    Clear: the verdict is at least ``routes.complaint.urgent_from`` confident
+    (``escalation.yaml``) and was not an unsure one sent to triage.
+    """
     del mention  # the decision rests on the verdict alone for now
-    priority = 1 if verdict.confidence >= URGENT_CONFIDENCE else 2
+    clear = verdict.confidence >= ctx.escalation.urgent_from(Category.COMPLAINT)
+    priority = 1 if clear and not verdict.needs_triage else 2
     return Plan(
         open_ticket=True,
         ack_template=Category.COMPLAINT.value,

@@ -291,7 +291,7 @@ def test_multi_word_keywords_match_across_any_whitespace(small: RulesClassifier)
     assert small.classify("nothing working").category is Category.OTHER
 
 
-@pytest.mark.parametrize("apostrophe", ["'", "\u2019", "\u2018", "\u02bc"])
+@pytest.mark.parametrize("apostrophe", ["'", "\u2019", "\u2018", "\u02bc", "\u2032", "\u00b4"])
 def test_apostrophes_are_normalised(small: RulesClassifier, apostrophe: str) -> None:
     verdict = small.classify(f"The charger doesn{apostrophe}t work")
     assert verdict.reasons == ("rule 'broken-product': 'doesn't work' → complaint +2.0",)
@@ -521,8 +521,8 @@ _APOSTROPHES = str.maketrans(
 
 
 def _plain(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
     text = text.translate(_APOSTROPHES).replace("\ufe0f", "").replace("\ufe0e", "")
+    text = unicodedata.normalize("NFKC", text)
     return " ".join(text.split())
 
 
@@ -587,7 +587,7 @@ _texts = st.lists(
         st.sampled_from(_vocabulary()),
         st.text(
             alphabet="abcdefghijklmnopqrstuvwxyz'\u2019?!.,:;()#@ 0123456789😀❤\ufe0f"
-            "\uff57\uff21_-",
+            "\uff57\uff21_-\u00b4",
             max_size=6,
         ),
     ),

@@ -217,6 +217,8 @@ async def test_recategorise_changes_category_and_policy_and_records_a_label_corr
     fake_tg: FakeTelegram,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # Every verdict is unsure here, so the card first asks for triage.
+    config_copy.update("rules.yaml", classifier={"threshold": 0.9999})
     svc = await start_service(
         make_config(config_copy, sqlite_url, staff=STAFF_ON), fake_x, telegram=fake_tg
     )
@@ -225,12 +227,14 @@ async def test_recategorise_changes_category_and_policy_and_records_a_label_corr
         assert svc.running.sweep is not None
         await svc.running.sweep.run_once()
         card = await card_in(fake_tg, SUPPORT)
+        assert "Needs triage" in str(card["text"])
         [before] = await svc.tickets()
         assert (before["category"], before["policy"]) == ("question", "standard")
         fake_tg.click(SUPPORT, int(card["message_id"]), SAM, f"cat_praise:{tid}")
         await eventually(lambda: len(fake_tg.callback_answers) == 1)
         assert fake_tg.callback_answers[0]["text"] == f"CB-{tid} is now a praise."
         await eventually(lambda: "Praise · CB-" in str(fake_tg.sent(SUPPORT)[0]["text"]))
+        assert "Needs triage" not in str(fake_tg.sent(SUPPORT)[0]["text"])  # a person decided
     finally:
         await svc.shutdown()
     [after] = await svc.tickets()
@@ -264,6 +268,10 @@ async def test_recategorise_changes_category_and_policy_and_records_a_label_corr
     capsys.readouterr()
     assert main(["replay", "--config", str(config_copy.path), "--json", str(mentions)], env) == 0
     assert json.loads(capsys.readouterr().out)["config"]["categories"] == {"question": 1}
+    # A destination that cannot be written is the operator's to fix, not the database's.
+    args = ["export-mentions", "--config", str(config_copy.path), "--out", "/nonexistent/m.jsonl"]
+    assert await asyncio.to_thread(main, args, env) == 2
+    assert "cannot write /nonexistent/m.jsonl" in capsys.readouterr().err
 
 
 def _max_per_minute(fake: FakeTelegram, chat: int) -> int:
