@@ -177,7 +177,9 @@ async def run(
 async def _start_fake(stack: AsyncExitStack, given: FakeX | None, out: TextIO | None) -> FakeX:
     fake = given
     if fake is None:
-        fake = FakeX()
+        # Posting keeps X's real budget (a 429 past it), so the sandbox shows the outbox
+        # quota at work; reading is unlimited, as the sandbox polls faster than X allows.
+        fake = FakeX(enforce_limits=True, limits={"mentions": (1_000_000, 900.0)})
         await fake.start()
         stack.push_async_callback(fake.stop)
     if out is not None:

@@ -18,7 +18,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot.classifier import RulesFile
-from bot.domain import Category
+from bot.domain import Category, Platform
 from bot.durations import Duration
 from bot.errors import ConfigError, Problem
 from bot.model import BUILTIN_MODEL, LinearModel, ModelError
@@ -170,6 +170,29 @@ class ScreeningConfig(_Model):
     max_acks_per_author_per_hour: int = Field(default=3, ge=1, le=1000)
 
 
+class Quota(_Model):
+    """At most ``limit`` sends per ``window`` to one platform."""
+
+    limit: int = Field(ge=1)
+    window: Duration
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("window must be longer than 0s")
+        return value
+
+
+def _default_quotas() -> dict[Platform, Quota]:
+    # X: POST /2/tweets allows 100 per 15 min per user. Mastodon: 300 requests per 5 min
+    # per account for every call, so 20 are left for reading mentions.
+    return {
+        Platform.X: Quota(limit=100, window=timedelta(minutes=15)),
+        Platform.MASTODON: Quota(limit=280, window=timedelta(minutes=5)),
+    }
+
+
 class OutboxConfig(_Model):
     """Delivery of replies and notices."""
 
@@ -178,6 +201,7 @@ class OutboxConfig(_Model):
     backoff_max: Duration = timedelta(minutes=10)
     batch_size: int = Field(default=20, ge=1, le=500)
     drain_timeout: Duration = timedelta(seconds=10)
+    quotas: dict[Platform, Quota] = Field(default_factory=_default_quotas)
 
 
 class TicketsConfig(_Model):

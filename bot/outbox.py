@@ -4,6 +4,10 @@ States: ``pending → sending → sent | failed``. A row is claimed (``sending``
 the platform is called, and settled after. Retries use jittered exponential backoff; a 429
 with a reset time pauses the whole platform until then (no request before the reset).
 
+Quotas (``outbox.quotas``): a platform gets at most its limit of sends per window, counted
+from the rows sent before a restart too. Rows are claimed most urgent first, so in a storm
+the quota goes to complaints, then questions, then praise, oldest first within each.
+
 Rows left in ``sending`` (the process died mid-call, so the outcome is unknown) are settled by
 this rule once their claim is older than ``stale_after``: the adapter looks for the message on
 the platform (X: our recent replies in that thread with the same text); found → ``sent`` with
@@ -28,6 +32,7 @@ from bot.config import OutboxConfig
 from bot.domain import Platform
 from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
 from bot.platforms.base import PlatformAdapter
+from bot.ratelimit import SlidingWindow
 from bot.store import OutboxRow, Store
 from bot.tasks import call_observers
 
@@ -62,6 +67,13 @@ class OutboxSender:
         self._paused: dict[Platform, datetime] = {}
         self._draining = False
         self._last_settle: datetime | None = None
+        # Sends per platform in the current window: a platform at its quota is not called.
+        self._quotas = {
+            platform: SlidingWindow(quota.limit, quota.window)
+            for platform, quota in settings.quotas.items()
+            if platform in adapters
+        }
+        self._quotas_loaded = False
         self.observers: list[SentObserver] = []
 
     def wake(self) -> None:
@@ -73,6 +85,32 @@ class OutboxSender:
         """When a rate-limited platform may be called again (None: not paused)."""
         until = self._paused.get(platform)
         return until if until is not None and until > self._clock.now() else None
+
+    def _room(self, platform: Platform, now: datetime) -> int | None:
+        """Sends the platform's quota allows now (None: no quota)."""
+        window = self._quotas.get(platform)
+        return None if window is None else window.limit - window.used(platform, now)
+
+    def _blocked_until(self, platform: Platform, now: datetime) -> datetime | None:
+        """Until when nothing may be sent to ``platform``: a 429 pause or a spent quota."""
+        moments = []
+        until = self._paused.get(platform)
+        if until is not None and until > now:
+            moments.append(until)
+        window = self._quotas.get(platform)
+        if window is not None and (free := window.wait_until(platform, now)) is not None:
+            moments.append(free)
+        return max(moments) if moments else None
+
+    async def _load_quotas(self) -> None:
+        """Count what was sent within each quota's window before this process started."""
+        if self._quotas_loaded:
+            return
+        now = self._clock.now()
+        for platform, window in self._quotas.items():
+            for at in await self._store.sent_since(platform, now - window.window):
+                window.record(platform, at)
+        self._quotas_loaded = True
 
     async def run(self) -> None:
         """Deliver until stopped; with :meth:`stop`, first drain what is due.
@@ -117,10 +155,10 @@ class OutboxSender:
             logger.debug("outbox task ended with an error during drain")
 
     async def _idle(self, platform: Platform) -> None:
-        """Sleep until the platform's next row is due, its pause ends, or rows are committed."""
+        """Sleep until the platform's next row is due, its pause or quota ends, or rows come."""
         now = self._clock.now()
-        until = self._paused.get(platform)
-        moments = [until] if until is not None and until > now else []
+        blocked = self._blocked_until(platform, now)
+        moments = [blocked] if blocked is not None else []
         if not moments:
             due = await self._store.next_due_at([platform])
             if due is not None:
@@ -136,13 +174,21 @@ class OutboxSender:
     async def run_once(self, platforms: list[Platform] | None = None) -> int:
         """Settle stale rows, claim a batch of due rows and deliver them; return how many."""
         await self._settle_stale()
+        await self._load_quotas()
         now = self._clock.now()
-        paused = [p for p, until in self._paused.items() if until > now]
-        rows = await self._store.claim_due(
-            self._settings.batch_size,
-            exclude=paused,
-            platforms=platforms if platforms is not None else list(self._adapters),
+        targets = platforms if platforms is not None else list(self._adapters)
+        open_ = [p for p in targets if self._blocked_until(p, now) is None]
+        unlimited = [p for p in open_ if p not in self._quotas]
+        rows = (
+            await self._store.claim_due(self._settings.batch_size, platforms=unlimited)
+            if unlimited
+            else []
         )
+        for platform in open_:
+            room = self._room(platform, now)
+            if room:  # most urgent first: the quota goes to complaints, then questions...
+                batch = min(self._settings.batch_size, room)
+                rows += await self._store.claim_due(batch, platforms=[platform])
         by_platform: dict[Platform, list[OutboxRow]] = {}
         for row in rows:
             by_platform.setdefault(row.platform, []).append(row)
@@ -165,6 +211,9 @@ class OutboxSender:
         if row is None:
             logger.info("outbox: row %d was taken over meanwhile; not sending it", claimed.id)
             return
+        window = self._quotas.get(row.platform)
+        if window is not None:  # a refused or failed request counts against the quota too
+            window.record(row.platform, self._clock.now())
         try:
             message_id = await adapter.send(row.destination, row.text, row.idempotency_key)
         except RateLimited as exc:

@@ -64,6 +64,20 @@ class OutboxStore(StoreBase):
         claimed.sort(key=lambda r: ids.index(r.id))
         return claimed
 
+    async def sent_since(self, platform: Platform, since: datetime) -> list[datetime]:
+        """When each row to ``platform`` was sent, since ``since`` (quotas survive restarts)."""
+        async with self.read() as conn:
+            rows = await conn.execute(
+                select(outbox.c.sent_at)
+                .where(
+                    outbox.c.platform == platform.value,
+                    outbox.c.state == OutboxState.SENT.value,
+                    outbox.c.sent_at >= since,
+                )
+                .order_by(outbox.c.sent_at)
+            )
+            return [at for (at,) in rows if at is not None]
+
     async def next_due_at(self, platforms: Iterable[Platform]) -> datetime | None:
         """When the next pending row becomes due (None: nothing pending)."""
         async with self.read() as conn:
