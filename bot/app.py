@@ -146,6 +146,10 @@ async def run(
 
         sender_task = supervisor.spawn(sender.run(), name="outbox-sender")
         stack.push_async_callback(sender.stop, sender_task, cb.outbox.drain_timeout)
+        # The writer stops after the sources (registered below, so unwound first): what
+        # they queued is committed before the outbox drains.
+        writer_task = supervisor.spawn(pipeline.run(), name="pipeline-writer")
+        stack.push_async_callback(pipeline.stop, writer_task, cb.outbox.drain_timeout)
         for adapter in adapters.values():
             await adapter.start(pipeline, supervisor)
             stack.push_async_callback(adapter.stop)

@@ -1,17 +1,29 @@
 """The pipeline: record → screen → classify → handle → commit (DESIGN.md, "The flow").
 
-A mention is stored (and the source's cursor moved) in one transaction before anything else
-happens to it; its ticket, first event and acknowledgement are then written in a second one.
-A crash between the two leaves the mention ``received``; :meth:`Pipeline.recover` finishes it at
-start-up.
+Group commit: sources hand their mentions to :meth:`Pipeline.submit`, which queues them
+(bounded: a full queue makes sources wait, never memory grow) and returns once they are
+committed. One writer task takes what is queued, up to ``group_size`` mentions or what
+arrives within ``group_wait`` of the first, and commits it in ONE transaction: the
+mentions, the sources' cursors, and every decision (mention status, ticket, first event,
+acknowledgement row), written with bulk statements. Nothing is sent before that commit, so
+a mention is stored before anything else happens to it, and a crash loses or doubles
+nothing (ingest is idempotent on platform + id, and the cursor moves with the mentions).
+
+If deciding fails (a bug, not the database), the group's mentions and cursors are stored
+alone, left ``received``, and decided by :meth:`Pipeline.recover` before the next group, as
+at start-up after a crash.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.classifier import Classifier
 from bot.domain import (
@@ -104,6 +116,15 @@ def safe_classify(classifier: Classifier, text: str) -> Verdict:
         )
 
 
+@dataclass
+class _Delivery:
+    """One source's batch waiting in the queue, and how its sender learns it is committed."""
+
+    batch: Sequence[Mention]
+    cursor: CursorUpdate | None
+    done: asyncio.Future[None] | None = field(default=None, repr=False)  # None: direct
+
+
 def _capped(d: Decision, ticket_id: int) -> Decision:
     """The author is past the hourly ack cap: the mention joins their open ticket, unanswered."""
     return replace(
@@ -133,6 +154,9 @@ class Pipeline:
         on_committed: Callable[[], None] = lambda: None,
         max_acks_per_author_per_hour: int = 3,
         reopen_window: timedelta = timedelta(days=7),
+        group_size: int = 500,
+        group_wait: float = 0.005,
+        queue_batches: int = 256,
     ) -> None:
         self._store = store
         self._classifier = classifier
@@ -148,37 +172,151 @@ class Pipeline:
         self._reopen_window = reopen_window
         self.observers: list[Observer] = []
         self._stranded = False
+        self._group_size = group_size
+        self._group_wait = group_wait
+        self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_batches)
+        self._writing = False  # the writer task runs: submit queues instead of committing
+        self._closed = False
 
     async def submit(self, batch: Sequence[Mention], cursor: CursorUpdate | None = None) -> None:
-        """Store ``batch`` with ``cursor`` in one transaction, then decide each new mention.
+        """Store ``batch`` with ``cursor`` and decide each new mention; return once committed.
 
-        If deciding fails after the mentions were stored (the database went away), they stay
-        ``received`` and are decided on a later call, even one with an empty batch: the
-        platform will not deliver them again, since the cursor has moved.
+        With the writer running (:meth:`run`), the batch joins the next group commit; a full
+        queue makes the caller wait. Otherwise the batch is committed on its own.
+
+        Raises:
+            Exception: whatever kept the batch from being stored (the database is away); the
+                source must offer it again, as its cursor did not move.
         """
-        stored = await self._store.record(batch, cursor) if batch or cursor else []
-        if self._stranded:
-            await self.recover()
-            self._stranded = False
-        if stored:
+        if self._closed:
+            raise RuntimeError("carebot is stopping: no more intake")
+        if not self._writing:
+            await self._commit_group([_Delivery(batch, cursor)])
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Delivery(batch, cursor, done))
+        await done
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting for the writer (at most ``queue_batches``)."""
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """The writer: commit queued batches in groups until cancelled."""
+        self._writing = True
+        try:
+            while True:
+                group = await self._next_group()
+                try:
+                    await self._commit_group(group)
+                finally:
+                    for _ in group:
+                        self._queue.task_done()
+        finally:
+            self._writing = False
+
+    async def _next_group(self) -> list[_Delivery]:
+        """The next batch, and what else is queued or arrives within ``group_wait``."""
+        group = [await self._queue.get()]
+        size = len(group[0].batch)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._group_wait
+        while size < self._group_size:
             try:
-                await self.process(stored)
-            except Exception:
-                self._stranded = True
-                raise
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    break
+            group.append(item)
+            size += len(item.batch)
+        return group
+
+    async def stop(self, task: asyncio.Task[None], drain_for: timedelta) -> None:
+        """Refuse new intake, commit what is queued (bounded by ``drain_for``), end ``task``."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._queue.join(), drain_for.total_seconds())
+        except TimeoutError:
+            logger.warning("pipeline: %d batch(es) still queued at stop", self._queue.qsize())
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        while not self._queue.empty():  # their sources did not see them stored
+            item = self._queue.get_nowait()
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(RuntimeError("carebot stopped before storing this"))
+
+    async def _commit_group(self, group: list[_Delivery]) -> None:
+        """Commit a group in one transaction and tell each sender how it went."""
+        batch = [m for d in group for m in d.batch]
+        cursors = [d.cursor for d in group if d.cursor is not None]
+        try:
+            if self._stranded:
+                await self.recover()
+                self._stranded = False
+            applied = await self._record_and_decide(batch, cursors)
+        except Exception as exc:
+            direct = False
+            for d in group:
+                if d.done is None:
+                    direct = True
+                elif not d.done.done():
+                    d.done.set_exception(exc)
+            if direct:
+                raise  # the caller of a direct submit gets the error itself
+            return
+        for d in group:
+            if d.done is not None and not d.done.done():
+                d.done.set_result(None)
+        self._announce(applied)
+
+    async def _record_and_decide(
+        self, batch: Sequence[Mention], cursors: Sequence[CursorUpdate]
+    ) -> list[Applied]:
+        if not batch and not cursors:
+            return []
+        try:
+            async with self._store.write() as conn:
+                stored = await self._store.record(batch, cursors=cursors, within=conn)
+                return await self._decide_apply(stored, conn) if stored else []
+        except Exception:
+            logger.exception("pipeline: deciding %d mention(s) failed; storing them", len(batch))
+        # Stored alone, undecided: recover() finishes them before the next group.
+        await self._store.record(batch, cursors=cursors)
+        self._stranded = True
+        return []
 
     async def process(self, stored: Sequence[StoredMention]) -> list[Applied]:
-        """Decide and commit already-stored mentions.
+        """Decide and commit already-stored mentions (each chunk its own transaction)."""
+        applied = await self._decide_apply(stored, None)
+        self._announce(applied)
+        return applied
+
+    def _announce(self, applied: Sequence[Applied]) -> None:
+        if any(a.ack_text for a in applied):
+            self._on_committed()
+        call_observers(self.observers, applied)
+
+    async def _decide_apply(
+        self, stored: Sequence[StoredMention], within: AsyncConnection | None
+    ) -> list[Applied]:
+        """Decide stored mentions and write the decisions (in ``within`` if given).
 
         A reply in the thread of the author's ticket joins it (reopening it inside the reopen
         window) instead of opening another. An author past the hourly ack cap gets no more
         acks: their mentions join their open ticket; those whose ticket is being opened in the
         same batch join it in a second pass.
         """
-        links = await self._store.thread_links(stored)
+        links = await self._store.thread_links(stored, within=within)
         now = self._store.clock.now()
         activity = await self._store.author_activity(
-            {(s.mention.platform, s.mention.author_id) for s in stored}, now - HOUR
+            {(s.mention.platform, s.mention.author_id) for s in stored}, now - HOUR, within=within
         )
         acks = {key: a.acks_last_hour for key, a in activity.items()}
         decisions: list[Decision] = []
@@ -195,20 +333,19 @@ class Pipeline:
             elif d.ack is not None:
                 acks[key] = acks.get(key, 0) + 1
             decisions.append(d)
-        applied = await self._store.apply(decisions, self._ref_prefix)
+        applied = await self._store.apply(decisions, self._ref_prefix, within=within)
         if later:
             again = await self._store.author_activity(
-                {(s.mention.platform, s.mention.author_id) for s in later}, now - HOUR
+                {(s.mention.platform, s.mention.author_id) for s in later},
+                now - HOUR,
+                within=within,
             )
             rest = []
             for s in later:
                 d = self.decide(s, None, now)
                 open_ticket = again[(s.mention.platform, s.mention.author_id)].open_ticket_id
                 rest.append(_capped(d, open_ticket) if open_ticket else replace(d, ack=None))
-            applied += await self._store.apply(rest, self._ref_prefix)
-        if any(a.ack_text for a in applied):
-            self._on_committed()
-        call_observers(self.observers, applied)
+            applied += await self._store.apply(rest, self._ref_prefix, within=within)
         return applied
 
     async def recover(self) -> int:

@@ -69,18 +69,25 @@ class Store(OutboxStore):
     # -- intake ---------------------------------------------------------------------------
 
     async def record(
-        self, batch: Sequence[Mention], cursor: CursorUpdate | None = None
+        self,
+        batch: Sequence[Mention],
+        cursor: CursorUpdate | None = None,
+        *,
+        cursors: Sequence[CursorUpdate] = (),
+        within: AsyncConnection | None = None,
     ) -> list[StoredMention]:
-        """Store mentions (idempotent on platform + external id) and move the cursor, atomically.
+        """Store mentions (idempotent on platform + external id) and move cursors, atomically.
 
-        Returns only the mentions that were new; duplicates are silently skipped.
+        Returns only the mentions that were new; duplicates are silently skipped. With
+        ``within`` the caller's transaction is used (group commit).
         """
         now = self.clock.now()
         unique: dict[tuple[str, str], Mention] = {}
         for m in batch:
             unique.setdefault((m.platform.value, m.external_id), m)
         created: list[StoredMention] = []
-        async with self.write() as conn:
+        moved = [*cursors, *([cursor] if cursor is not None else [])]
+        async with self.using(within, write=True) as conn:
             if unique:
                 stmt = (
                     self._insert(mentions)
@@ -91,8 +98,8 @@ class Store(OutboxStore):
                 for row in (await conn.execute(stmt)).mappings():
                     m = unique[(row["platform"], row["external_id"])]
                     created.append(StoredMention(row["id"], m))
-            if cursor is not None:
-                await self._put_cursor(conn, cursor, now)
+            for update_ in moved:
+                await self._put_cursor(conn, update_, now)
         created.sort(key=lambda s: s.id)
         return created
 
@@ -158,19 +165,28 @@ class Store(OutboxStore):
             )
             return [mention_from_row(r) for r in rows.mappings()]
 
-    async def apply(self, decisions: Iterable[Decision], ref_prefix: str) -> list[Applied]:
+    async def apply(
+        self,
+        decisions: Iterable[Decision],
+        ref_prefix: str,
+        *,
+        within: AsyncConnection | None = None,
+    ) -> list[Applied]:
         """Commit decisions: mention status, ticket, first event and ack, atomically per chunk.
 
         A mention already decided (by another worker or an earlier run) is skipped, so a
-        mention never gets two tickets. Each chunk is a handful of bulk statements.
+        mention never gets two tickets. Each chunk is a handful of bulk statements, in a
+        transaction of its own, or all in the caller's ``within``.
         """
         del ref_prefix  # the reference is rendered by each AckSpec
         now = self.clock.now()
         out: list[Applied] = []
         pending = list(decisions)
         for start in range(0, len(pending), APPLY_CHUNK):
-            async with self.write() as conn:
-                out += await self._apply_chunk(conn, pending[start : start + APPLY_CHUNK], now)
+            async with self.using(within, write=True) as chunk_conn:
+                out += await self._apply_chunk(
+                    chunk_conn, pending[start : start + APPLY_CHUNK], now
+                )
         return out
 
     async def _apply_chunk(
@@ -304,7 +320,9 @@ class Store(OutboxStore):
         if rows:
             await conn.execute(outbox.insert(), rows)
 
-    async def thread_links(self, batch: Sequence[StoredMention]) -> dict[int, TicketLink]:
+    async def thread_links(
+        self, batch: Sequence[StoredMention], *, within: AsyncConnection | None = None
+    ) -> dict[int, TicketLink]:
         """For each mention that replies in a thread of its author's ticket: that ticket.
 
         A reply to our acknowledgement or reply, or to the author's own earlier mention (or in
@@ -318,7 +336,7 @@ class Store(OutboxStore):
         if not refs:
             return {}
         wanted = sorted({i for ids in refs.values() for i in ids})
-        async with self.read() as conn:
+        async with self.using(within, write=False) as conn:
             ours = await conn.execute(
                 select(
                     outbox.c.platform,
@@ -358,14 +376,18 @@ class Store(OutboxStore):
         return links
 
     async def author_activity(
-        self, keys: Iterable[tuple[Platform, str]], since: datetime
+        self,
+        keys: Iterable[tuple[Platform, str]],
+        since: datetime,
+        *,
+        within: AsyncConnection | None = None,
     ) -> dict[tuple[Platform, str], AuthorActivity]:
         """Acks each author got since ``since`` and their newest open ticket."""
         wanted = set(keys)
         if not wanted:
             return {}
         authors = sorted({a for _, a in wanted})
-        async with self.read() as conn:
+        async with self.using(within, write=False) as conn:
             rows = await conn.execute(
                 select(
                     tickets.c.platform,

@@ -275,6 +275,17 @@ class StoreBase:
         """A connection for reads only (a deferred transaction on SQLite)."""
         return self._reader.connect()
 
+    @asynccontextmanager
+    async def using(
+        self, conn: AsyncConnection | None, *, write: bool
+    ) -> AsyncIterator[AsyncConnection]:
+        """``conn`` when the caller's transaction is to be joined; else a new one."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.write() if write else self.read() as own:
+            yield own
+
     async def ping(self) -> None:
         """Check that the database answers."""
         async with self.read() as conn:

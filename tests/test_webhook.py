@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -171,3 +172,38 @@ async def test_a_reply_to_our_ack_joins_the_ticket_and_odd_timestamps_are_401(
         status, answer = await post(svc, b"{}", stamp=stamp)
         assert status == 401
         assert "X-Carebot-Timestamp" in answer["error"]
+
+
+async def test_a_concurrent_storm_with_redeliveries_stores_and_acks_each_mention_once(
+    svc: Service, receiver: Receiver
+) -> None:
+    # 300 distinct mentions from 150 authors, 60 of them delivered twice, all at once:
+    # they are committed in groups, and batching must neither lose nor double any.
+    texts = [
+        "my order never arrived and nobody answers",
+        "do you ship to Norway?",
+        "the new app is brilliant, thank you!",
+    ]
+    payloads = [
+        json.dumps(
+            body(
+                external_id=f"s-{i}",
+                author={"id": f"a-{i % 150}", "handle": f"user{i % 150}"},
+                text=f"{texts[i % 3]} ({i})",
+                reply_url=receiver.url,
+            )
+        ).encode()
+        for i in range(300)
+    ]
+    deliveries = payloads + payloads[::5]
+    results = await asyncio.gather(*(post(svc, p) for p in deliveries))
+    assert all(status in (200, 202) for status, _ in results), results[:3]
+    rows = await svc.mentions()
+    assert sorted(r["external_id"] for r in rows) == sorted(f"reviews:s-{i}" for i in range(300))
+    assert all(r["status"] != "received" for r in rows)  # every one decided
+    tickets = await svc.tickets()
+    ticketed = [r for r in rows if r["status"] == "ticketed"]
+    assert len(tickets) == len(ticketed) == len({r["ticket_id"] for r in ticketed})
+    await eventually(lambda: len(receiver.got) == len(ticketed), timeout=30)
+    acked = [json.loads(raw)["in_reply_to"] for _, _, raw in receiver.got]
+    assert len(acked) == len(set(acked))  # no mention acknowledged twice
