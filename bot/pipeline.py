@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -176,6 +177,7 @@ class Pipeline:
         self._group_wait = group_wait
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_batches)
         self._writing = False  # the writer task runs: submit queues instead of committing
+        self._snapshots: dict[str | None, dict[str, Any] | None] = {}
         self._closed = False
 
     async def submit(self, batch: Sequence[Mention], cursor: CursorUpdate | None = None) -> None:
@@ -402,9 +404,15 @@ class Pipeline:
             MentionStatus.TICKETED,
             verdict=verdict,
             plan=plan,
-            policy_snapshot=self._escalation.snapshot(plan.policy),
+            policy_snapshot=self._snapshot(plan.policy),
             ack=ack,
         )
+
+    def _snapshot(self, policy: str | None) -> dict[str, Any] | None:
+        """The policy's snapshot, made once per policy (the config cannot change under us)."""
+        if policy not in self._snapshots:
+            self._snapshots[policy] = self._escalation.snapshot(policy)
+        return self._snapshots[policy]
 
     def _renderer(self, template: str, m: Mention) -> Callable[[int], str]:
         def render(ticket_id: int) -> str:
