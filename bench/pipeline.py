@@ -129,7 +129,8 @@ async def sustained(n: int, db_url: str, tmp: Path) -> dict[str, float]:
     task, stop, running = await start(make_config(tmp / "sustained", db_url, quotas=True), fake)
     assert running.pipeline is not None
     pipeline = running.pipeline
-    batches = [b for b in (x_mentions(n, 1, fake)[i : i + BATCH] for i in range(0, n, BATCH))]
+    items = x_mentions(n, 1, fake)
+    batches = [items[i : i + BATCH] for i in range(0, n, BATCH)]
     queue: asyncio.Queue[list[Mention]] = asyncio.Queue()
     for b in batches:
         queue.put_nowait(b)

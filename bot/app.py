@@ -326,8 +326,26 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
 def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitStack) -> None:
     """An APScheduler 3 interval job (coalesced, one at a time); the database holds the timers."""
     scheduler = AsyncIOScheduler(timezone=UTC)
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def job() -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 — a job always runs in a task
+        in_flight.add(task)
+        try:
+            await sweep.run_once()
+        finally:
+            in_flight.discard(task)
+
+    async def finish() -> None:
+        """Let a running sweep end its batch (bounded) instead of being cancelled mid-write."""
+        sweep.stopping = True
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=every.total_seconds() + 5)
+
+    stack.push_async_callback(finish)  # unwound after the scheduler's shutdown below
     scheduler.add_job(
-        sweep.run_once,
+        job,
         "interval",
         seconds=every.total_seconds(),
         id="escalation-sweep",

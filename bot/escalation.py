@@ -88,11 +88,12 @@ class EscalationSweep:
         self._free: dict[int, int] = {}
         self._digests: dict[int, tuple[int, list[int]]] = {}
         self.observers: list[Callable[[str], None]] = []
+        self.stopping = False  # set at shutdown: run_once ends after its current batch
 
     async def run_once(self) -> int:
         """Process every ticket due now (in batches); return how many notices were queued."""
         total = 0
-        while True:
+        while not self.stopping:  # a stop waits for the batch in hand, not for the backlog
             queued, seen = await self._batch(self._store.clock.now())
             total += queued
             if seen < SWEEP_BATCH:

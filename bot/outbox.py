@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -40,6 +41,29 @@ logger = logging.getLogger(__name__)
 
 AUTH_PAUSE: Final = timedelta(minutes=5)
 IDLE_POLL: Final = 1.0  # seconds between looks at the table when nothing wakes us
+SEND_CONCURRENCY: Final = 8  # rows to one customer platform in flight at once
+FRESH_CLAIM: Final = timedelta(seconds=5)  # a claim this recent needs no renewal before sending
+
+
+def _waves(rows: list[OutboxRow], size: int) -> list[list[OutboxRow]]:
+    """Rows in order, cut into waves of at most ``size`` with distinct destinations.
+
+    Two rows to one destination never travel together, so they arrive in order.
+    """
+    waves: list[list[OutboxRow]] = []
+    current: list[OutboxRow] = []
+    seen: set[str] = set()
+    for row in rows:
+        key = json.dumps(row.destination, sort_keys=True, default=str)
+        if len(current) == size or key in seen:
+            waves.append(current)
+            current, seen = [], set()
+        current.append(row)
+        seen.add(key)
+    if current:
+        waves.append(current)
+    return waves
+
 
 SentObserver = Callable[[OutboxRow, str], None]
 
@@ -197,25 +221,59 @@ class OutboxSender:
         return len(rows)
 
     async def _deliver_in_order(self, rows: list[OutboxRow]) -> None:
-        for row in rows:
-            if self.paused_until(row.platform) is not None:  # paused by an earlier row
-                await self._store.mark_retry(
-                    row, self._paused[row.platform], "platform rate limited", count_attempt=False
-                )
-                continue
-            await self._deliver(row)
+        """Deliver one platform's claimed rows, most urgent first.
+
+        Customer platforms are sent to in waves of up to ``SEND_CONCURRENCY`` rows with
+        different destinations, and each wave's outcomes are written in one transaction.
+        The staff chat goes one row at a time: a card's edits must follow the card.
+        """
+        if rows[0].platform is Platform.STAFF:
+            for row in rows:
+                message_id = await self._send(row)
+                if message_id is not None:
+                    await self._store.mark_sent(row, message_id)
+                    self._sent(row, message_id)
+            return
+        for wave in _waves(rows, SEND_CONCURRENCY):
+            results = await asyncio.gather(*(self._send(row) for row in wave))
+            sent = [(row, mid) for row, mid in zip(wave, results, strict=True) if mid is not None]
+            await self._store.mark_sent_many(sent)
+            for row, message_id in sent:
+                self._sent(row, message_id)
 
     async def _deliver(self, claimed: OutboxRow) -> None:
+        """Send one row and record the outcome."""
+        message_id = await self._send(claimed)
+        if message_id is not None:
+            await self._store.mark_sent(claimed, message_id)
+            self._sent(claimed, message_id)
+
+    def _sent(self, row: OutboxRow, message_id: str) -> None:
+        logger.debug("outbox: row %d (%s) sent as %s", row.id, row.kind.value, message_id)
+        call_observers(self.observers, row, message_id)
+
+    async def _send(self, claimed: OutboxRow) -> str | None:
+        """Call the platform for one row: its message id, or None (the row was settled)."""
+        if self.paused_until(claimed.platform) is not None:  # paused by an earlier row
+            await self._store.mark_retry(
+                claimed,
+                self._paused[claimed.platform],
+                "platform rate limited",
+                count_attempt=False,
+            )
+            return None
         adapter = self._adapters[claimed.platform]
-        row = await self._store.touch_claim(claimed)
+        row: OutboxRow | None = claimed
+        if claimed.claimed_at is None or self._clock.now() - claimed.claimed_at > FRESH_CLAIM:
+            row = await self._store.touch_claim(claimed)  # it waited: renew before sending
         if row is None:
             logger.info("outbox: row %d was taken over meanwhile; not sending it", claimed.id)
-            return
+            return None
         window = self._quotas.get(row.platform)
         if window is not None:  # a refused or failed request counts against the quota too
             window.record(row.platform, self._clock.now())
         try:
-            message_id = await adapter.send(row.destination, row.text, row.idempotency_key)
+            return await adapter.send(row.destination, row.text, row.idempotency_key)
         except RateLimited as exc:
             await self._rate_limited(row, exc)
         except PermanentError as exc:
@@ -230,10 +288,7 @@ class OutboxSender:
         except Exception as exc:
             logger.exception("outbox: unexpected error sending row %d", row.id)
             await self._retry(row, f"{type(exc).__name__}: {exc}")
-        else:
-            await self._store.mark_sent(row, message_id)
-            logger.debug("outbox: row %d (%s) sent as %s", row.id, row.kind.value, message_id)
-            call_observers(self.observers, row, message_id)
+        return None
 
     async def _rate_limited(self, row: OutboxRow, exc: RateLimited) -> None:
         if exc.reset_at is None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import (
@@ -109,6 +109,27 @@ class OutboxStore(StoreBase):
             )
             if row.kind is OutboxKind.ACK and row.ticket_id is not None:
                 await self._acknowledged(conn, row, external_id, now, recovered=recovered)
+
+    async def mark_sent_many(self, sent: Sequence[tuple[OutboxRow, str]]) -> None:
+        """Record several deliveries in one transaction (a wave of concurrent sends)."""
+        if not sent:
+            return
+        now = self.clock.now()
+        async with self.write() as conn:
+            await conn.execute(
+                update(outbox)
+                .where(outbox.c.id == bindparam("row_id"))
+                .values(
+                    state=OutboxState.SENT.value,
+                    sent_at=now,
+                    external_id=bindparam("message_id"),
+                    last_error=None,
+                ),
+                [{"row_id": row.id, "message_id": message_id} for row, message_id in sent],
+            )
+            for row, message_id in sent:
+                if row.kind is OutboxKind.ACK and row.ticket_id is not None:
+                    await self._acknowledged(conn, row, message_id, now, recovered=False)
 
     @staticmethod
     async def _acknowledged(
