@@ -143,7 +143,9 @@ async def sustained(n: int, db_url: str, tmp: Path) -> dict[str, float]:
     await asyncio.gather(*(source() for _ in range(SOURCES)))
     stored_at = time.perf_counter()
     # every decision was committed with its mention: the outbox rows exist now
-    rows = await scalar(running, select(func.count()).select_from(outbox))
+    rows = await scalar(
+        running, select(func.count()).select_from(outbox).where(outbox.c.kind == "ack")
+    )
     tickets_ = await scalar(
         running,
         select(func.count()).select_from(mentions).where(mentions.c.status == "ticketed"),
