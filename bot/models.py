@@ -158,6 +158,7 @@ outbox = Table(
     UniqueConstraint("idempotency_key"),
     Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),
     Index("ix_outbox_external_id", "external_id"),  # replies to our messages join tickets
+    Index("ix_outbox_ticket_id", "ticket_id"),  # the flood cap: each author's acks, every group
 )
 
 staff_cards = Table(

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import (
@@ -389,35 +389,29 @@ class Store(OutboxStore):
         if not wanted:
             return {}
         authors = sorted({a for _, a in wanted})
+        # Counted by the database: an author with a long history sends two numbers, not rows.
         async with self.using(within, write=False) as conn:
-            rows = await conn.execute(
-                select(
-                    tickets.c.platform,
-                    tickets.c.customer_id,
-                    tickets.c.id,
-                    tickets.c.state,
-                    outbox.c.state,
-                    outbox.c.created_at,
+            acked = await conn.execute(
+                select(tickets.c.platform, tickets.c.customer_id, func.count())
+                .join(outbox, outbox.c.ticket_id == tickets.c.id)
+                .where(
+                    tickets.c.customer_id.in_(authors),
+                    outbox.c.kind == OutboxKind.ACK.value,
+                    outbox.c.state != OutboxState.FAILED.value,
+                    outbox.c.created_at >= since,
                 )
-                .join(
-                    outbox,
-                    (outbox.c.ticket_id == tickets.c.id) & (outbox.c.kind == OutboxKind.ACK.value),
-                    isouter=True,
-                )
-                .where(tickets.c.customer_id.in_(authors))
-                .order_by(tickets.c.id)
+                .group_by(tickets.c.platform, tickets.c.customer_id)
             )
-            found = rows.all()
-        acks: dict[tuple[Platform, str], int] = {}
-        latest: dict[tuple[Platform, str], int] = {}
-        for platform, author, tid, state, ack_state, ack_at in found:
-            key = (Platform(platform), author)
-            if key not in wanted:
-                continue
-            if ack_state is not None and ack_state != OutboxState.FAILED.value and ack_at >= since:
-                acks[key] = acks.get(key, 0) + 1
-            if state != TicketState.RESOLVED.value:
-                latest[key] = tid
+            opened = await conn.execute(
+                select(tickets.c.platform, tickets.c.customer_id, func.max(tickets.c.id))
+                .where(
+                    tickets.c.customer_id.in_(authors),
+                    tickets.c.state != TicketState.RESOLVED.value,
+                )
+                .group_by(tickets.c.platform, tickets.c.customer_id)
+            )
+            acks = {(Platform(p), a): int(n) for p, a, n in acked}
+            latest = {(Platform(p), a): int(t) for p, a, t in opened}
         return {k: AuthorActivity(acks.get(k, 0), latest.get(k)) for k in wanted}
 
     @staticmethod
