@@ -212,6 +212,15 @@ class Pipeline:
                 group = await self._next_group()
                 try:
                     await self._commit_group(group)
+                except asyncio.CancelledError:
+                    # Stopped mid-commit: the transaction rolled back (or, just committed,
+                    # will be offered again and skipped as a duplicate). Sources must know.
+                    for d in group:
+                        if d.done is not None and not d.done.done():
+                            d.done.set_exception(
+                                RuntimeError("carebot stopped before storing this")
+                            )
+                    raise
                 finally:
                     for _ in group:
                         self._queue.task_done()
