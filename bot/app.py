@@ -343,7 +343,6 @@ def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitSt
         if in_flight:
             await asyncio.wait(in_flight, timeout=every.total_seconds() + 5)
 
-    stack.push_async_callback(finish)  # unwound after the scheduler's shutdown below
     scheduler.add_job(
         job,
         "interval",
@@ -356,6 +355,8 @@ def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitSt
     )
     scheduler.start()
     stack.callback(scheduler.shutdown, wait=False)
+    # Unwound first: the running sweep ends its batch before the scheduler cancels it.
+    stack.push_async_callback(finish)
 
 
 async def _start_fake_telegram(stack: AsyncExitStack, given: FakeTelegram | None) -> FakeTelegram:

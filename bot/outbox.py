@@ -98,6 +98,7 @@ class OutboxSender:
             if platform in adapters
         }
         self._quotas_loaded = False
+        self._quota_lock = asyncio.Lock()
         self.observers: list[SentObserver] = []
 
     def wake(self) -> None:
@@ -127,14 +128,18 @@ class OutboxSender:
         return max(moments) if moments else None
 
     async def _load_quotas(self) -> None:
-        """Count what was sent within each quota's window before this process started."""
-        if self._quotas_loaded:
-            return
-        now = self._clock.now()
-        for platform, window in self._quotas.items():
-            for at in await self._store.sent_since(platform, now - window.window):
-                window.record(platform, at)
-        self._quotas_loaded = True
+        """Count what was sent within each quota's window before this process started.
+
+        Once, whichever platform loop gets here first: the others wait for it.
+        """
+        async with self._quota_lock:
+            if self._quotas_loaded:
+                return
+            now = self._clock.now()
+            for platform, window in self._quotas.items():
+                for at in await self._store.sent_since(platform, now - window.window):
+                    window.record(platform, at)
+            self._quotas_loaded = True
 
     async def run(self) -> None:
         """Deliver until stopped; with :meth:`stop`, first drain what is due.
@@ -235,11 +240,20 @@ class OutboxSender:
                     self._sent(row, message_id)
             return
         for wave in _waves(rows, SEND_CONCURRENCY):
-            results = await asyncio.gather(*(self._send(row) for row in wave))
-            sent = [(row, mid) for row, mid in zip(wave, results, strict=True) if mid is not None]
+            # Every send finishes and every delivery is recorded even if one of them hit a
+            # database error: a delivered row left in "sending" could be sent twice.
+            results = await asyncio.gather(
+                *(self._send(row) for row in wave), return_exceptions=True
+            )
+            sent = [
+                (row, mid) for row, mid in zip(wave, results, strict=True) if isinstance(mid, str)
+            ]
             await self._store.mark_sent_many(sent)
             for row, message_id in sent:
                 self._sent(row, message_id)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _deliver(self, claimed: OutboxRow) -> None:
         """Send one row and record the outcome."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.classifier import Classifier
@@ -212,6 +213,11 @@ class Pipeline:
                 group = await self._next_group()
                 try:
                     await self._commit_group(group)
+                except Exception:  # the writer must outlive any one group
+                    logger.exception("pipeline: a group commit failed unexpectedly")
+                    for d in group:
+                        if d.done is not None and not d.done.done():
+                            d.done.set_exception(RuntimeError("carebot could not store this"))
                 except asyncio.CancelledError:
                     # Stopped mid-commit: the transaction rolled back (or, just committed,
                     # will be offered again and skipped as a duplicate). Sources must know.
@@ -268,9 +274,6 @@ class Pipeline:
         batch = [m for d in group for m in d.batch]
         cursors = [d.cursor for d in group if d.cursor is not None]
         try:
-            if self._stranded:
-                await self.recover()
-                self._stranded = False
             applied = await self._record_and_decide(batch, cursors)
         except Exception as exc:
             direct = False
@@ -286,6 +289,12 @@ class Pipeline:
             if d.done is not None and not d.done.done():
                 d.done.set_result(None)
         self._announce(applied)
+        if self._stranded:  # after this group is safe: a bad mention must not block intake
+            try:
+                await self.recover()
+                self._stranded = False
+            except Exception:
+                logger.exception("pipeline: recovering stored mentions failed; trying again later")
 
     async def _record_and_decide(
         self, batch: Sequence[Mention], cursors: Sequence[CursorUpdate]
@@ -311,7 +320,10 @@ class Pipeline:
 
     def _announce(self, applied: Sequence[Applied]) -> None:
         if any(a.ack_text for a in applied):
-            self._on_committed()
+            try:
+                self._on_committed()
+            except Exception:
+                logger.exception("pipeline: the on-committed callback failed")
         call_observers(self.observers, applied)
 
     async def _decide_apply(
@@ -360,13 +372,33 @@ class Pipeline:
         return applied
 
     async def recover(self) -> int:
-        """Finish mentions a previous run stored but did not decide; return how many."""
-        total = 0
-        while batch := await self._store.received_backlog():
-            await self.process(batch)
+        """Finish mentions stored but not decided (a crash, a failed group); return how many.
+
+        A batch that fails is tried one mention at a time; a mention that cannot be decided
+        (a bug, not the database) is logged and left stored and undecided, so it can never
+        hold back the others. A database error stops the recovery, to be tried again.
+        """
+        total = after = 0
+        while batch := await self._store.received_backlog(after=after):
+            after = batch[-1].id
+            try:
+                await self.process(batch)
+            except (SQLAlchemyError, OSError):
+                raise
+            except Exception:
+                logger.exception("pipeline: deciding %d stored mention(s) failed", len(batch))
+                for one in batch:
+                    try:
+                        await self.process([one])
+                    except (SQLAlchemyError, OSError):
+                        raise
+                    except Exception:
+                        logger.exception(
+                            "pipeline: mention %d cannot be decided; it stays stored", one.id
+                        )
             total += len(batch)
         if total:
-            logger.info("recovered %d mention(s) stored by a previous run", total)
+            logger.info("recovered %d stored mention(s) that were not decided", total)
         return total
 
     def screen(self, m: Mention) -> str | None:

@@ -156,12 +156,12 @@ class Store(OutboxStore):
             return None
         return CursorUpdate(row["source"], row["value"], row["data"])
 
-    async def received_backlog(self, limit: int = 500) -> list[StoredMention]:
-        """Mentions stored but not yet decided (left over by a crash)."""
+    async def received_backlog(self, limit: int = 500, after: int = 0) -> list[StoredMention]:
+        """Mentions stored but not yet decided (left over by a crash), ids above ``after``."""
         async with self.read() as conn:
             rows = await conn.execute(
                 select(mentions)
-                .where(mentions.c.status == MentionStatus.RECEIVED.value)
+                .where(mentions.c.status == MentionStatus.RECEIVED.value, mentions.c.id > after)
                 .order_by(mentions.c.id)
                 .limit(limit)
             )
