@@ -10,8 +10,9 @@ a mention is stored before anything else happens to it, and a crash loses or dou
 nothing (ingest is idempotent on platform + id, and the cursor moves with the mentions).
 
 If deciding fails (a bug, not the database), the group's mentions and cursors are stored
-alone, left ``received``, and decided by :meth:`Pipeline.recover` before the next group, as
-at start-up after a crash.
+alone, left ``received``, and decided by :meth:`Pipeline.recover` after the next group has
+committed (one by one if need be, so one bad mention cannot hold back the rest), as at
+start-up after a crash.
 """
 
 from __future__ import annotations
