@@ -187,15 +187,21 @@ class OutboxSender:
         """Sleep until the platform's next row is due, its pause or quota ends, or rows come."""
         now = self._clock.now()
         blocked = self._blocked_until(platform, now)
-        moments = [blocked] if blocked is not None else []
-        if not moments:
-            due = await self._store.next_due_at([platform])
-            if due is not None:
-                moments.append(due)
+        wake = self._wakes[platform]
+        if blocked is not None:
+            # New rows cannot leave before the block ends: commits must not wake us to spin.
+            wait = min(IDLE_POLL, (blocked - now).total_seconds())
+            if wait > 0:
+                await asyncio.sleep(wait)
+            wake.clear()
+            return
+        moments = []
+        due = await self._store.next_due_at([platform])
+        if due is not None:
+            moments.append(due)
         wait = min([IDLE_POLL, *((m - now).total_seconds() for m in moments)])
         if wait <= 0:
             return
-        wake = self._wakes[platform]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=wait)
         wake.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.config import Config
 from bot.sandbox.x_fake import FakeX
 from tests.conftest import ConfigDir
 from tests.harness import FakeClock, eventually, make_config, polls_after, start_service
@@ -24,20 +25,26 @@ PRAISE = [
 ]
 
 
+async def _x_with_quota(
+    config_copy: ConfigDir, db_url: str, clock: FakeClock, *, limit: int, seconds: int
+) -> tuple[FakeX, Config]:
+    """A started fake X that answers 429 past ``limit`` posts, and carebot told the same."""
+    fake = FakeX(
+        clock=lambda: clock.now().timestamp(),
+        enforce_limits=True,
+        limits={"create_tweet": (limit, float(seconds))},
+    )
+    await fake.start()
+    quota = {"x": {"limit": limit, "window": f"{seconds}s"}}
+    return fake, make_config(config_copy, db_url, outbox={"quotas": quota})
+
+
 async def test_acks_leave_within_the_quota_most_urgent_first(
     config_copy: ConfigDir, db_url: str
 ) -> None:
     clock = FakeClock()
     # The fake refuses a sixth post within a minute with 429, as X does past its budget.
-    fake = FakeX(
-        clock=lambda: clock.now().timestamp(),
-        enforce_limits=True,
-        limits={"create_tweet": (5, 60.0)},
-    )
-    await fake.start()
-    config = make_config(
-        config_copy, db_url, outbox={"quotas": {"x": {"limit": 5, "window": "60s"}}}
-    )
+    fake, config = await _x_with_quota(config_copy, db_url, clock, limit=5, seconds=60)
     svc = await start_service(config, fake, clock=clock)
     try:
         await polls_after(fake, 1)
@@ -67,15 +74,7 @@ async def test_a_restart_remembers_what_the_quota_already_spent(
     config_copy: ConfigDir, db_url: str
 ) -> None:
     clock = FakeClock()
-    fake = FakeX(
-        clock=lambda: clock.now().timestamp(),
-        enforce_limits=True,
-        limits={"create_tweet": (2, 600.0)},
-    )
-    await fake.start()
-    config = make_config(
-        config_copy, db_url, outbox={"quotas": {"x": {"limit": 2, "window": "10m"}}}
-    )
+    fake, config = await _x_with_quota(config_copy, db_url, clock, limit=2, seconds=600)
     try:
         svc = await start_service(config, fake, clock=clock)
         try:
