@@ -128,6 +128,11 @@ class _Delivery:
     done: asyncio.Future[None] | None = field(default=None, repr=False)  # None: direct
 
 
+def _verdict(verdicts: Mapping[int, Verdict] | None, s: StoredMention) -> Verdict | None:
+    """The verdict made before the transaction for this mention object, if any."""
+    return verdicts.get(id(s.mention)) if verdicts is not None else None
+
+
 def _capped(d: Decision, ticket_id: int) -> Decision:
     """The author is past the hourly ack cap: the mention joins their open ticket, unanswered."""
     return replace(
@@ -302,10 +307,12 @@ class Pipeline:
     ) -> list[Applied]:
         if not batch and not cursors:
             return []
+        # Classified before the transaction: the CPU work must not hold the database's writer.
+        verdicts = {id(m): self.classify(m.text) for m in batch if self.screen(m) is None}
         try:
             async with self._store.write() as conn:
                 stored = await self._store.record(batch, cursors=cursors, within=conn)
-                return await self._decide_apply(stored, conn) if stored else []
+                return await self._decide_apply(stored, conn, verdicts) if stored else []
         except Exception:
             logger.exception("pipeline: deciding %d mention(s) failed; storing them", len(batch))
         # Stored alone, undecided: recover() finishes them before the next group.
@@ -328,7 +335,10 @@ class Pipeline:
         call_observers(self.observers, applied)
 
     async def _decide_apply(
-        self, stored: Sequence[StoredMention], within: AsyncConnection | None
+        self,
+        stored: Sequence[StoredMention],
+        within: AsyncConnection | None,
+        verdicts: Mapping[int, Verdict] | None = None,
     ) -> list[Applied]:
         """Decide stored mentions and write the decisions (in ``within`` if given).
 
@@ -346,7 +356,7 @@ class Pipeline:
         decisions: list[Decision] = []
         later: list[StoredMention] = []
         for s in stored:
-            d = self.decide(s, links.get(s.id), now)
+            d = self.decide(s, links.get(s.id), now, _verdict(verdicts, s))
             key = (s.mention.platform, s.mention.author_id)
             if d.ack is not None and acks.get(key, 0) >= self._max_acks:
                 open_ticket = activity[key].open_ticket_id
@@ -366,7 +376,7 @@ class Pipeline:
             )
             rest = []
             for s in later:
-                d = self.decide(s, None, now)
+                d = self.decide(s, None, now, _verdict(verdicts, s))
                 open_ticket = again[(s.mention.platform, s.mention.author_id)].open_ticket_id
                 rest.append(_capped(d, open_ticket) if open_ticket else replace(d, ack=None))
             applied += await self._store.apply(rest, self._ref_prefix, within=within)
@@ -413,14 +423,22 @@ class Pipeline:
         return safe_classify(self._classifier, text)
 
     def decide(
-        self, s: StoredMention, link: TicketLink | None = None, now: datetime | None = None
+        self,
+        s: StoredMention,
+        link: TicketLink | None = None,
+        now: datetime | None = None,
+        verdict: Verdict | None = None,
     ) -> Decision:
-        """The pure part: screen, classify, ask the handler, prepare the acknowledgement."""
+        """The pure part: screen, classify, ask the handler, prepare the acknowledgement.
+
+        ``verdict``: the mention's classification, when it was made beforehand.
+        """
         m = s.mention
         reason = self.screen(m)
         if reason is not None:
             return Decision(s, MentionStatus.SCREENED, screen_reason=reason)
-        verdict = self.classify(m.text)
+        if verdict is None:
+            verdict = self.classify(m.text)
         if link is not None and now is not None:
             resolved = link.state is TicketState.RESOLVED
             inside = link.resolved_at is not None and now - link.resolved_at <= self._reopen_window
