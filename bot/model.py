@@ -350,6 +350,7 @@ class LinearModel:
         rows = self._rows
         cache_ = self._tokens
         n = c0 = c1 = c2 = c3 = 0.0
+        extra: list[_Row] = []  # pair and lexicon rows, summed after the loop
         pair = "b <s> "
         last_negation = -_NEGATION_WINDOW - 1
         words = 0
@@ -366,27 +367,18 @@ class LinearModel:
             row = rows.get(pair + token)
             pair = head
             if row is not None:
-                rn, r0, r1, r2, r3 = row
-                n += rn
-                c0 += r0
-                c1 += r1
-                c2 += r2
-                c3 += r3
+                extra.append(row)
             words += word
             if negation:
                 last_negation = position
             elif plain is not None or negated is not None:
                 row = negated if position - last_negation <= _NEGATION_WINDOW else plain
                 if row is not None:
-                    rn, r0, r1, r2, r3 = row
-                    n += rn
-                    c0 += r0
-                    c1 += r1
-                    c2 += r2
-                    c3 += r3
+                    extra.append(row)
         row = rows.get(_length_feature(words))
         if row is not None:
-            rn, r0, r1, r2, r3 = row
+            extra.append(row)
+        for rn, r0, r1, r2, r3 in extra:
             n += rn
             c0 += r0
             c1 += r1

@@ -240,10 +240,7 @@ class OutboxSender:
         """
         if rows[0].platform is Platform.STAFF:
             for row in rows:
-                message_id = await self._send(row)
-                if message_id is not None:
-                    await self._store.mark_sent(row, message_id)
-                    self._sent(row, message_id)
+                await self._deliver(row)
             return
         for wave in _waves(rows, SEND_CONCURRENCY):
             # Every send finishes and every delivery is recorded even if one of them hit a

@@ -95,23 +95,12 @@ class OutboxStore(StoreBase):
         self, row: OutboxRow, external_id: str, *, recovered: bool = False
     ) -> None:
         """Record a delivery; an ack moves its ticket from open to acknowledged."""
-        now = self.clock.now()
-        async with self.write() as conn:
-            await conn.execute(
-                update(outbox)
-                .where(outbox.c.id == row.id)
-                .values(
-                    state=OutboxState.SENT.value,
-                    sent_at=now,
-                    external_id=external_id,
-                    last_error=None,
-                )
-            )
-            if row.kind is OutboxKind.ACK and row.ticket_id is not None:
-                await self._acknowledged(conn, row, external_id, now, recovered=recovered)
+        await self.mark_sent_many([(row, external_id)], recovered=recovered)
 
-    async def mark_sent_many(self, sent: Sequence[tuple[OutboxRow, str]]) -> None:
-        """Record several deliveries in one transaction (a wave of concurrent sends)."""
+    async def mark_sent_many(
+        self, sent: Sequence[tuple[OutboxRow, str]], *, recovered: bool = False
+    ) -> None:
+        """Record deliveries (a wave of concurrent sends) in one transaction."""
         if not sent:
             return
         now = self.clock.now()
@@ -129,7 +118,7 @@ class OutboxStore(StoreBase):
             )
             for row, message_id in sent:
                 if row.kind is OutboxKind.ACK and row.ticket_id is not None:
-                    await self._acknowledged(conn, row, message_id, now, recovered=False)
+                    await self._acknowledged(conn, row, message_id, now, recovered=recovered)
 
     @staticmethod
     async def _acknowledged(
