@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 AUTH_PAUSE: Final = timedelta(minutes=5)
 IDLE_POLL: Final = 1.0  # seconds between looks at the table when nothing wakes us
-SEND_CONCURRENCY: Final = 8  # rows to one customer platform in flight at once
+SEND_CONCURRENCY: Final = 32  # rows to one customer platform in flight at once
 FRESH_CLAIM: Final = timedelta(seconds=5)  # a claim this recent needs no renewal before sending
 
 

@@ -24,6 +24,11 @@ from bot.store_base import (
 )
 
 
+def _acknowledged_state(state: str) -> str:
+    """A ticket's state once its ack is delivered: only ``open`` moves on."""
+    return TicketState.ACKNOWLEDGED.value if state == TicketState.OPEN.value else state
+
+
 class OutboxStore(StoreBase):
     """Every outbox operation."""
 
@@ -46,6 +51,9 @@ class OutboxStore(StoreBase):
         excluded = [p.value for p in exclude]
         if excluded:
             sel = sel.where(outbox.c.platform.not_in(excluded))
+        async with self.read() as conn:  # most rounds find nothing: no writer's lock for that
+            if (await conn.execute(sel.with_only_columns(outbox.c.id).limit(1))).first() is None:
+                return []
         if self._pg:
             sel = sel.with_for_update(skip_locked=True)
         async with self.write() as conn:
@@ -116,48 +124,68 @@ class OutboxStore(StoreBase):
                 ),
                 [{"row_id": row.id, "message_id": message_id} for row, message_id in sent],
             )
-            for row, message_id in sent:
-                if row.kind is OutboxKind.ACK and row.ticket_id is not None:
-                    await self._acknowledged(conn, row, message_id, now, recovered=recovered)
+            acks = [
+                (row, message_id)
+                for row, message_id in sent
+                if row.kind is OutboxKind.ACK and row.ticket_id is not None
+            ]
+            if acks:
+                await self._acknowledged(conn, acks, now, recovered=recovered)
 
     @staticmethod
     async def _acknowledged(
-        conn: AsyncConnection, row: OutboxRow, external_id: str, now: datetime, *, recovered: bool
+        conn: AsyncConnection,
+        acks: Sequence[tuple[OutboxRow, str]],
+        now: datetime,
+        *,
+        recovered: bool,
     ) -> None:
-        """Record the delivered ack; an ``open`` ticket becomes ``acknowledged``.
+        """Record delivered acks; an ``open`` ticket becomes ``acknowledged``.
 
         The sweep may have escalated the ticket before the ack went out: it keeps its state,
-        and ``acknowledged_at`` is recorded all the same.
+        and ``acknowledged_at`` is recorded all the same. A ticket acknowledged already (a
+        second ack row for it) is left alone. Three statements for the whole wave.
         """
-        current = (
-            await conn.execute(
-                update(tickets)
-                .where(tickets.c.id == row.ticket_id, tickets.c.acknowledged_at.is_(None))
-                .values(acknowledged_at=now, updated_at=now)
-                .returning(tickets.c.state)
-            )
-        ).scalar_one_or_none()
-        if current is None:
-            return  # already acknowledged
-        to_state = current
-        if current == TicketState.OPEN.value:
-            to_state = TicketState.ACKNOWLEDGED.value
-            await conn.execute(
-                update(tickets).where(tickets.c.id == row.ticket_id).values(state=to_state)
-            )
-        reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
-        await conn.execute(
-            ticket_events.insert().values(
-                ticket_id=row.ticket_id,
-                at=now,
-                actor=SYSTEM_ACTOR,
-                kind="acknowledged",
-                from_state=current,
-                to_state=to_state,
-                reason=reason,
-                data={"outbox_id": row.id, "message_id": external_id},
-            )
+        ids = [row.ticket_id for row, _ in acks]
+        states = dict(
+            (
+                await conn.execute(
+                    select(tickets.c.id, tickets.c.state).where(
+                        tickets.c.id.in_(ids), tickets.c.acknowledged_at.is_(None)
+                    )
+                )
+            ).all()
         )
+        if not states:
+            return
+        await conn.execute(
+            update(tickets)
+            .where(tickets.c.id == bindparam("ticket_id"))
+            .values(acknowledged_at=now, updated_at=now, state=bindparam("to_state")),
+            [
+                {"ticket_id": ticket_id, "to_state": _acknowledged_state(state)}
+                for ticket_id, state in states.items()
+            ],
+        )
+        reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
+        events = []
+        for row, message_id in acks:
+            state = states.pop(row.ticket_id, None)
+            if state is None:
+                continue
+            events.append(
+                {
+                    "ticket_id": row.ticket_id,
+                    "at": now,
+                    "actor": SYSTEM_ACTOR,
+                    "kind": "acknowledged",
+                    "from_state": state,
+                    "to_state": _acknowledged_state(state),
+                    "reason": reason,
+                    "data": {"outbox_id": row.id, "message_id": message_id},
+                }
+            )
+        await conn.execute(ticket_events.insert(), events)
 
     async def touch_claim(self, row: OutboxRow) -> OutboxRow | None:
         """Renew a claim just before its send; None if the row is no longer ours.
