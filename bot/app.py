@@ -9,6 +9,7 @@ the outbox drains within ``outbox.drain_timeout``, then clients, session and eng
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import zlib
@@ -27,6 +28,7 @@ from bot.config import Config, XCredentials
 from bot.domain import Platform
 from bot.errors import StartupError
 from bot.escalation import EscalationSweep
+from bot.leases import Leases
 from bot.live import LiveView
 from bot.migrate import open_database
 from bot.outbox import OutboxSender
@@ -73,6 +75,7 @@ class Running:
     fake_mastodon: FakeMastodon | None = None
     desk: StaffDesk | None = None
     sweep: EscalationSweep | None = None
+    leases: Leases | None = None
     web: WebServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -113,6 +116,7 @@ async def run(
         stack.push_async_callback(engine.dispose)
         await open_database(engine)
         store = running.store = Store(engine, clock)
+        leases = running.leases = Leases(store, clock, cb.database.lease_ttl)
 
         timeout = cb.platforms.x.request_timeout.total_seconds()
         session = aiohttp.ClientSession(
@@ -137,6 +141,7 @@ async def run(
             clock=clock,
             # a claim older than this was abandoned: well past any request's timeout
             stale_after=max(timedelta(seconds=30), 3 * cb.platforms.x.request_timeout),
+            leases=leases,
         )
         if desk is not None:
             desk.on_queued = sender.wake
@@ -151,8 +156,7 @@ async def run(
         writer_task = supervisor.spawn(pipeline.run(), name="pipeline-writer")
         stack.push_async_callback(pipeline.stop, writer_task, cb.outbox.drain_timeout)
         for adapter in adapters.values():
-            await adapter.start(pipeline, supervisor)
-            stack.push_async_callback(adapter.stop)
+            await _start_intake(adapter, pipeline, supervisor, leases, stack)
         if desk is not None:
             sweep = running.sweep = EscalationSweep(
                 store=store,
@@ -357,6 +361,44 @@ def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitSt
     stack.callback(scheduler.shutdown, wait=False)
     # Unwound first: the running sweep ends its batch before the scheduler cancels it.
     stack.push_async_callback(finish)
+
+
+async def _start_intake(
+    adapter: PlatformAdapter,
+    pipeline: Pipeline,
+    supervisor: TaskSupervisor,
+    leases: Leases,
+    stack: AsyncExitStack,
+) -> None:
+    """Start a source's intake: at once, or while this process holds the source's lease."""
+    name = adapter.intake_lease
+    if name is None:
+        await adapter.start(pipeline, supervisor)
+        stack.push_async_callback(adapter.stop)
+        return
+    held = await leases.holds(name)
+    if held:  # the usual case, one process: intake runs before start-up is reported done
+        await adapter.start(pipeline, supervisor)
+    else:
+        logger.info("%s: another process holds its intake; this one stands by", name)
+    stopping = asyncio.Event()
+    task = supervisor.spawn(
+        leases.hold(
+            name,
+            lambda: adapter.start(pipeline, supervisor),
+            adapter.stop,
+            stopping,
+            running=held,
+        ),
+        name=f"lease-{name}",
+    )
+
+    async def stop() -> None:
+        stopping.set()
+        with contextlib.suppress(Exception):  # its failure was logged by the supervisor
+            await asyncio.shield(task)
+
+    stack.push_async_callback(stop)
 
 
 async def _start_fake_telegram(stack: AsyncExitStack, given: FakeTelegram | None) -> FakeTelegram:

@@ -86,6 +86,16 @@ class DatabaseConfig(_Model):
 
     url: str = DEFAULT_DATABASE_URL
     pool_size: int = Field(default=5, ge=1, le=100)
+    # Several processes on one database: a source is polled, and a rate-limited platform
+    # sent to, by one process at a time; another takes over within this time if it dies.
+    lease_ttl: Duration = timedelta(seconds=15)
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=2):
+            raise ValueError("lease_ttl must be at least 2s")
+        return value
 
     @field_validator("url")
     @classmethod

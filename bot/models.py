@@ -174,6 +174,15 @@ staff_cards = Table(
     Index("ix_staff_cards_chat_id_message_id", "chat_id", "message_id"),
 )
 
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+)
+
 cursors = Table(
     "cursors",
     metadata,

@@ -32,6 +32,7 @@ from bot.clock import Clock
 from bot.config import OutboxConfig
 from bot.domain import Platform
 from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
+from bot.leases import Leases
 from bot.platforms.base import PlatformAdapter
 from bot.ratelimit import SlidingWindow
 from bot.store import OutboxRow, Store
@@ -80,6 +81,7 @@ class OutboxSender:
         clock: Clock,
         rng: random.Random | None = None,
         stale_after: timedelta = timedelta(seconds=30),
+        leases: Leases | None = None,
     ) -> None:
         self._store = store
         self._adapters = adapters
@@ -97,8 +99,8 @@ class OutboxSender:
             for platform, quota in settings.quotas.items()
             if platform in adapters
         }
-        self._quotas_loaded = False
-        self._quota_lock = asyncio.Lock()
+        self._quotas_loaded: set[Platform] = set()
+        self._leases = leases
         self.observers: list[SentObserver] = []
 
     def wake(self) -> None:
@@ -127,19 +129,18 @@ class OutboxSender:
             moments.append(free)
         return max(moments) if moments else None
 
-    async def _load_quotas(self) -> None:
-        """Count what was sent within each quota's window before this process started.
-
-        Once, whichever platform loop gets here first: the others wait for it.
-        """
-        async with self._quota_lock:
-            if self._quotas_loaded:
-                return
+    async def _load_quotas(self, platforms: list[Platform]) -> None:
+        """Count what was sent within each quota's window before this process took over."""
+        for platform in platforms:
+            window = self._quotas.get(platform)
+            if window is None or platform in self._quotas_loaded:
+                continue
+            fresh = SlidingWindow(window.limit, window.window)
             now = self._clock.now()
-            for platform, window in self._quotas.items():
-                for at in await self._store.sent_since(platform, now - window.window):
-                    window.record(platform, at)
-            self._quotas_loaded = True
+            for at in await self._store.sent_since(platform, now - window.window):
+                fresh.record(platform, at)
+            self._quotas[platform] = fresh
+            self._quotas_loaded.add(platform)
 
     async def run(self) -> None:
         """Deliver until stopped; with :meth:`stop`, first drain what is due.
@@ -153,6 +154,11 @@ class OutboxSender:
         failures = Backoff(timedelta(seconds=1), timedelta(minutes=1), self._rng)
         while True:
             try:
+                if not await self._may_send(platform):
+                    if self._draining:
+                        return
+                    await self._idle(platform, until_lease=True)
+                    continue
                 sent = await self.run_once([platform])
                 if not sent:
                     if self._draining:
@@ -183,8 +189,28 @@ class OutboxSender:
         except Exception:  # noqa: BLE001 — the task's own failure was already logged
             logger.debug("outbox task ended with an error during drain")
 
-    async def _idle(self, platform: Platform) -> None:
+    async def _may_send(self, platform: Platform) -> bool:
+        """Whether this process sends to ``platform`` (it holds the platform's lease).
+
+        On taking the lease over, the quota is counted again from the database: another
+        process may have sent meanwhile.
+        """
+        name = self._adapters[platform].send_lease
+        if self._leases is None or name is None:
+            return True
+        if await self._leases.holds(name):
+            return True
+        self._quotas_loaded.discard(platform)
+        return False
+
+    async def _idle(self, platform: Platform, *, until_lease: bool = False) -> None:
         """Sleep until the platform's next row is due, its pause or quota ends, or rows come."""
+        if until_lease and self._leases is not None:  # another process sends: look again later
+            left = (self._leases.ttl / 3).total_seconds()
+            while left > 0 and not self._draining:
+                await asyncio.sleep(min(left, IDLE_POLL))
+                left -= IDLE_POLL
+            return
         now = self._clock.now()
         blocked = self._blocked_until(platform, now)
         wake = self._wakes[platform]
@@ -209,9 +235,9 @@ class OutboxSender:
     async def run_once(self, platforms: list[Platform] | None = None) -> int:
         """Settle stale rows, claim a batch of due rows and deliver them; return how many."""
         await self._settle_stale()
-        await self._load_quotas()
-        now = self._clock.now()
         targets = platforms if platforms is not None else list(self._adapters)
+        await self._load_quotas(targets)
+        now = self._clock.now()
         open_ = [p for p in targets if self._blocked_until(p, now) is None]
         unlimited = [p for p in open_ if p not in self._quotas]
         rows = (

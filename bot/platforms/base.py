@@ -28,6 +28,10 @@ class PlatformAdapter(abc.ABC):
     """
 
     platform: ClassVar[Platform]
+    #: Intake only one process may run at a time (a polled source): its lease's name.
+    intake_lease: str | None = None
+    #: Sending whose rate limits are counted in memory: one process at a time sends.
+    send_lease: str | None = None
 
     @property
     @abc.abstractmethod

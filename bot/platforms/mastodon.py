@@ -288,6 +288,8 @@ class MastodonAdapter(PlatformAdapter):
     """
 
     platform: ClassVar[Platform] = Platform.MASTODON
+    intake_lease = "mastodon"
+    send_lease = "outbox:mastodon"
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ class TelegramAdapter(PlatformAdapter):
     """Turns customers' Telegram messages into mentions and answers them in their chat."""
 
     platform: ClassVar[Platform] = Platform.TELEGRAM
+    send_lease = "outbox:telegram"  # the bot's limits are shared by customers and staff
 
     def __init__(
         self,

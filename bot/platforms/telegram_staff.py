@@ -106,6 +106,7 @@ class TelegramStaffChat(PlatformAdapter):
     """Posts and edits ticket cards; turns buttons, replies and commands into staff actions."""
 
     platform: ClassVar[Platform] = Platform.STAFF
+    send_lease = "outbox:telegram"  # the bot's limits are shared by customers and staff
 
     def __init__(
         self,
@@ -125,6 +126,8 @@ class TelegramStaffChat(PlatformAdapter):
         self._clock = clock
         self._prefix = ref_prefix
         self._webhook = webhook
+        # Telegram gives updates to one getUpdates caller per bot: one process polls.
+        self.intake_lease = None if webhook is not None else "telegram"
         root = api_root.rstrip("/")
         builder = Application.builder()
         if webhook is not None:  # updates arrive on our own HTTP server: no PTB updater
@@ -188,12 +191,14 @@ class TelegramStaffChat(PlatformAdapter):
         """Initialise PTB (``getMe``): a bad token stops start-up."""
         try:
             await self.app.initialize()
-        except InvalidToken as exc:
+        except InvalidToken:
+            # PTB's message quotes the token itself: it must not reach a log or a terminal
             raise StartupError(
-                f"Telegram refused CAREBOT_TELEGRAM_STAFF_TOKEN: {exc.message}"
-            ) from exc
+                "Telegram refused CAREBOT_TELEGRAM_STAFF_TOKEN (unauthorised); check its value"
+            ) from None
         except TelegramError as exc:
-            raise StartupError(f"cannot reach Telegram for the staff chat: {exc.message}") from exc
+            message = exc.message.replace(self.app.bot.token, "<token>")
+            raise StartupError(f"cannot reach Telegram for the staff chat: {message}") from None
         logger.info("staff chat: signed in as @%s", self.app.bot.username)
 
     async def start(self, sink: MentionSink, supervisor: TaskSupervisor) -> None:

@@ -118,6 +118,8 @@ class XAdapter(PlatformAdapter):
     """Mentions of our X account in, replies in thread out."""
 
     platform: ClassVar[Platform] = Platform.X
+    intake_lease = "x"
+    send_lease = "outbox:x"
 
     def __init__(
         self,
