@@ -142,6 +142,8 @@ async def run(
             # a claim older than this was abandoned: well past any request's timeout
             stale_after=max(timedelta(seconds=30), 3 * cb.platforms.x.request_timeout),
             leases=leases,
+            # a previous holder's request cannot still be in flight after this
+            takeover_after=max(timedelta(seconds=5), 2 * cb.platforms.x.request_timeout),
         )
         if desk is not None:
             desk.on_queued = sender.wake

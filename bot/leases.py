@@ -49,7 +49,7 @@ def new_holder() -> str:
     return f"{socket.gethostname()[:64]}:{_pid_namespace()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _gone(holder: str, me: str) -> bool:
+def holder_gone(holder: str, me: str) -> bool:
     """Whether ``holder`` certainly no longer runs: a process we can see, since ended.
 
     Only a holder on this host, in this PID namespace and under another pid is checked (two
@@ -111,7 +111,9 @@ class Leases:
                 got = inserted.rowcount == 1
             else:
                 holder, expires_at = current
-                free = holder == self.holder or expires_at <= now or _gone(holder, self.holder)
+                free = (
+                    holder == self.holder or expires_at <= now or holder_gone(holder, self.holder)
+                )
                 got = (
                     free
                     and (
@@ -134,6 +136,11 @@ class Leases:
         elif self._held.pop(name, None) is not None:
             logger.warning("lease %s: taken over by another process", name)
         return got
+
+    def held_now(self, name: str) -> bool:
+        """Whether this process holds ``name`` as of its last renewal, and it has not run out."""
+        held = self._held.get(name)
+        return held is not None and self._clock.now() < held.until
 
     async def holds(self, name: str) -> bool:
         """Whether this process may act for ``name`` now, renewing when a third is used.

@@ -151,6 +151,7 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("claimed_at", UTCDateTime),
+    Column("claimed_by", String(128)),  # the process that claimed it (leases.holder)
     Column("sent_at", UTCDateTime),
     Column("external_id", String(64)),
     Column("last_error", Text),

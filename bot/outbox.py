@@ -8,11 +8,12 @@ Quotas (``outbox.quotas``): a platform gets at most its limit of sends per windo
 from the rows sent before a restart too. Rows are claimed most urgent first, so in a storm
 the quota goes to complaints, then questions, then praise, oldest first within each.
 
-Rows left in ``sending`` (the process died mid-call, so the outcome is unknown) are settled by
-this rule once their claim is older than ``stale_after``: the adapter looks for the message on
-the platform (X: our recent replies in that thread with the same text); found → ``sent`` with
-its id, not found → ``pending`` again and sent normally; the platform cannot be asked → the row
-stays ``sending`` and is checked again later. So a crash never loses a reply and
+Rows left in ``sending`` (the process died mid-call, so the outcome is unknown) are settled
+once their claim is older than ``stale_after``, or at once when the process that claimed them
+(``claimed_by``) is known to be gone (see ``_abandoned``): the adapter looks for the message
+on the platform (X: our recent replies in that thread with the same text); found → ``sent``
+with its id, not found → ``pending`` again and sent normally; the platform cannot be asked →
+the row stays ``sending`` and is checked again later. So a crash never loses a reply and
 never doubles one that the platform confirms it received.
 """
 
@@ -32,7 +33,7 @@ from bot.clock import Clock
 from bot.config import OutboxConfig
 from bot.domain import Platform
 from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
-from bot.leases import Leases
+from bot.leases import Leases, holder_gone
 from bot.platforms.base import PlatformAdapter
 from bot.ratelimit import SlidingWindow
 from bot.store import OutboxRow, Store
@@ -82,6 +83,7 @@ class OutboxSender:
         rng: random.Random | None = None,
         stale_after: timedelta = timedelta(seconds=30),
         leases: Leases | None = None,
+        takeover_after: timedelta = timedelta(seconds=15),
     ) -> None:
         self._store = store
         self._adapters = adapters
@@ -101,7 +103,13 @@ class OutboxSender:
         }
         self._quotas_loaded: set[Platform] = set()
         self._leases = leases
+        self._takeover_after = takeover_after
+        self._holding: set[Platform] = set()
         self.observers: list[SentObserver] = []
+
+    @property
+    def _claimer(self) -> str | None:
+        return self._leases.holder if self._leases is not None else None
 
     def wake(self) -> None:
         """New rows were committed: look now rather than at the next idle poll."""
@@ -148,7 +156,13 @@ class OutboxSender:
         Each platform has its own loop, so a slow or rate-limited destination (the staff
         chat in a storm) never holds back customers' acknowledgements on another.
         """
-        await asyncio.gather(*(self._run_for(p) for p in self._adapters))
+        try:
+            await asyncio.gather(*(self._run_for(p) for p in self._adapters))
+        finally:  # the next process (a restart, say) need not wait for them to expire
+            if self._leases is not None:
+                names = {a.send_lease for a in self._adapters.values() if a.send_lease}
+                for name in sorted(names):
+                    await self._leases.release(name)
 
     async def _run_for(self, platform: Platform) -> None:
         failures = Backoff(timedelta(seconds=1), timedelta(minutes=1), self._rng)
@@ -199,7 +213,11 @@ class OutboxSender:
         if self._leases is None or name is None:
             return True
         if await self._leases.holds(name):
+            if platform not in self._holding:  # just taken over: settle what was left at once
+                self._holding.add(platform)
+                self._last_settle = None
             return True
+        self._holding.discard(platform)
         self._quotas_loaded.discard(platform)
         return False
 
@@ -241,7 +259,9 @@ class OutboxSender:
         open_ = [p for p in targets if self._blocked_until(p, now) is None]
         unlimited = [p for p in open_ if p not in self._quotas]
         rows = (
-            await self._store.claim_due(self._settings.batch_size, platforms=unlimited)
+            await self._store.claim_due(
+                self._settings.batch_size, platforms=unlimited, claimer=self._claimer
+            )
             if unlimited
             else []
         )
@@ -249,7 +269,9 @@ class OutboxSender:
             room = self._room(platform, now)
             if room:  # most urgent first: the quota goes to complaints, then questions...
                 batch = min(self._settings.batch_size, room)
-                rows += await self._store.claim_due(batch, platforms=[platform])
+                rows += await self._store.claim_due(
+                    batch, platforms=[platform], claimer=self._claimer
+                )
         by_platform: dict[Platform, list[OutboxRow]] = {}
         for row in rows:
             by_platform.setdefault(row.platform, []).append(row)
@@ -381,12 +403,36 @@ class OutboxSender:
             logger.warning("outbox: cannot check row %d on %s: %s", row.id, row.platform, exc)
             return None
 
+    def _abandoned(self, row: OutboxRow, now: datetime) -> bool:
+        """Whether a ``sending`` row's sender is gone, so its outcome must be settled here.
+
+        Its claim is older than ``stale_after``; or the process that claimed it no longer
+        runs (this host); or the platform is leased, this process holds the lease, and the
+        claim is older than any request of the previous holder could still be in flight.
+        """
+        if row.claimed_at is None or row.claimed_at <= now - self._stale_after:
+            return True
+        holder = self._leases.holder if self._leases is not None else None
+        if row.claimed_by is None or holder is None or row.claimed_by == holder:
+            return False
+        if holder_gone(row.claimed_by, holder):
+            return True
+        lease = self._adapters[row.platform].send_lease
+        return (
+            lease is not None
+            and self._leases is not None
+            and self._leases.held_now(lease)
+            and row.claimed_at <= now - self._takeover_after
+        )
+
     async def _settle_stale(self) -> None:
         now = self._clock.now()
         if self._last_settle is not None and now - self._last_settle < self._stale_after / 3:
             return
         self._last_settle = now
-        for row in await self._store.stale_sending(now - self._stale_after, self._adapters):
+        for row in await self._store.stale_sending(now, self._adapters):
+            if not self._abandoned(row, now):
+                continue
             try:
                 found = await self._adapters[row.platform].find_delivery(row.destination, row.text)
             except AdapterError as exc:  # cannot tell yet: resending could double it, so wait

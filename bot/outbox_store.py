@@ -33,7 +33,12 @@ class OutboxStore(StoreBase):
     """Every outbox operation."""
 
     async def claim_due(
-        self, limit: int, *, exclude: Iterable[Platform] = (), platforms: Iterable[Platform] = ()
+        self,
+        limit: int,
+        *,
+        exclude: Iterable[Platform] = (),
+        platforms: Iterable[Platform] = (),
+        claimer: str | None = None,
     ) -> list[OutboxRow]:
         """Claim up to ``limit`` due pending rows (pending → sending), most urgent first."""
         now = self.clock.now()
@@ -64,7 +69,10 @@ class OutboxStore(StoreBase):
                 update(outbox)
                 .where(outbox.c.id.in_(ids), outbox.c.state == OutboxState.PENDING.value)
                 .values(
-                    state=OutboxState.SENDING.value, claimed_at=now, attempts=outbox.c.attempts + 1
+                    state=OutboxState.SENDING.value,
+                    claimed_at=now,
+                    claimed_by=claimer,
+                    attempts=outbox.c.attempts + 1,
                 )
                 .returning(*outbox.c)
             )
@@ -221,6 +229,7 @@ class OutboxStore(StoreBase):
                     next_attempt_at=self.clock.now(),
                     last_error="interrupted mid-send",
                     claimed_at=None,
+                    claimed_by=None,
                     attempts=outbox.c.attempts - 1,
                 )
             )
@@ -265,7 +274,7 @@ class OutboxStore(StoreBase):
     async def stale_sending(
         self, older_than: datetime, platforms: Iterable[Platform]
     ) -> list[OutboxRow]:
-        """Rows left in ``sending`` (their sender died mid-delivery)."""
+        """Rows in ``sending`` claimed before ``older_than``: their sender may have died."""
         async with self.read() as conn:
             rows = await conn.execute(
                 select(outbox).where(

@@ -175,6 +175,7 @@ class OutboxRow:
     idempotency_key: str
     attempts: int
     claimed_at: datetime | None
+    claimed_by: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> OutboxRow:
@@ -189,6 +190,7 @@ class OutboxRow:
             idempotency_key=row["idempotency_key"],
             attempts=row["attempts"],
             claimed_at=row["claimed_at"],
+            claimed_by=row.get("claimed_by"),
         )
 
 
@@ -216,6 +218,7 @@ def pending_row(
         "attempts": 0,
         "next_attempt_at": now,
         "claimed_at": None,
+        "claimed_by": None,
         "sent_at": None,
         "external_id": None,
         "last_error": None,
