@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return cli_tools.run(args, config, env)
     from bot.logs import configure  # noqa: PLC0415
 
-    configure(config.carebot.logging.level)
+    configure(config.carebot.logging.level, config.secret_values())
     try:
         if args.command == "migrate":
             rev = asyncio.run(_migrate(config, args.to))

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.classifier import RulesFile
 from bot.domain import Category, Platform
@@ -300,6 +303,31 @@ class Config:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     model: LinearModel | None = None  # classifier.model in rules.yaml; None: rules alone
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, raw and URL-quoted, for the logs to mask."""
+        held = [
+            s.get_secret_value()
+            for s in (
+                self.telegram_staff_token,
+                self.mastodon_token,
+                self.webhook_secret,
+                self.telegram_webhook_secret,
+            )
+            if s is not None
+        ]
+        if self.x_credentials is not None:
+            held += [
+                getattr(self.x_credentials, f.name).get_secret_value()
+                for f in fields(self.x_credentials)
+            ]
+        try:
+            password = make_url(self.database_url.get_secret_value()).password
+        except ArgumentError:
+            password = None
+        if password:
+            held.append(str(password))
+        return held + [quote(v, safe="") for v in held if quote(v, safe="") != v]
 
 
 def config_dir(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
