@@ -39,6 +39,7 @@ from bot.platforms.telegram import TelegramAdapter
 from bot.platforms.telegram_staff import TelegramStaffChat
 from bot.platforms.webhook import WebhookAdapter
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
+from bot.retention import Retention
 from bot.sandbox.mastodon_fake import SANDBOX_TOKEN as MASTODON_SANDBOX_TOKEN
 from bot.sandbox.mastodon_fake import FakeMastodon
 from bot.sandbox.staff_sim import StaffSimulator
@@ -160,18 +161,8 @@ async def run(
         for adapter in adapters.values():
             await _start_intake(adapter, pipeline, supervisor, leases, stack)
         if desk is not None:
-            sweep = running.sweep = EscalationSweep(
-                store=store,
-                staff=cb.staff,
-                ref_prefix=cb.tickets.ref_prefix,
-                on_queued=sender.wake,
-                budget=_chat_budget(adapters),
-            )
-            desk.escalate = sweep.escalate_now
-            if view is not None:
-                sweep.observers.append(view.staff)
-            if sweep_jobs:
-                _schedule_sweep(sweep, cb.staff.sweep_interval, stack)
+            _start_sweep(config, running, desk, sender, view, stack, jobs=sweep_jobs)
+        _start_retention(config, store, clock, supervisor)
         running.web = await _start_web(config, adapters, pipeline, clock, stack, out)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_sandbox_people(
@@ -363,6 +354,42 @@ def _schedule_sweep(sweep: EscalationSweep, every: timedelta, stack: AsyncExitSt
     stack.callback(scheduler.shutdown, wait=False)
     # Unwound first: the running sweep ends its batch before the scheduler cancels it.
     stack.push_async_callback(finish)
+
+
+def _start_sweep(  # noqa: PLR0917 — the composition root passes its parts
+    config: Config,
+    running: Running,
+    desk: StaffDesk,
+    sender: OutboxSender,
+    view: LiveView | None,
+    stack: AsyncExitStack,
+    *,
+    jobs: bool,
+) -> None:
+    """The escalation sweep: run every ``staff.sweep_interval`` unless ``jobs`` is False."""
+    assert running.store is not None  # noqa: S101 — set before any of this starts
+    sweep = running.sweep = EscalationSweep(
+        store=running.store,
+        staff=config.carebot.staff,
+        ref_prefix=config.carebot.tickets.ref_prefix,
+        on_queued=sender.wake,
+        budget=_chat_budget(running.adapters),
+    )
+    desk.escalate = sweep.escalate_now
+    if view is not None:
+        sweep.observers.append(view.staff)
+    if jobs:
+        _schedule_sweep(sweep, config.carebot.staff.sweep_interval, stack)
+
+
+def _start_retention(
+    config: Config, store: Store, clock: Clock, supervisor: TaskSupervisor
+) -> None:
+    """Erase customers' data past ``retention.days``, now and every ``retention.every``."""
+    retention = config.carebot.retention
+    if retention.days is not None:
+        purger = Retention(store, clock, retention.days)
+        _ = supervisor.spawn(purger.run(retention.every), name="retention")
 
 
 async def _start_intake(

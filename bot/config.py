@@ -158,6 +158,20 @@ class PlatformsConfig(_Model):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
 
 
+class RetentionConfig(_Model):
+    """How long customers' texts and identities are kept (None: for ever)."""
+
+    days: int | None = Field(default=365, ge=1, le=36500)
+    every: Duration = timedelta(hours=1)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("every must be at least 1m")
+        return value
+
+
 class HttpConfig(_Model):
     """carebot's own HTTP server (webhooks); CAREBOT_HTTP_HOST / CAREBOT_HTTP_PORT override."""
 
@@ -264,6 +278,7 @@ class CarebotFile(_Model):
 
     brand: BrandConfig = Field(default_factory=BrandConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     platforms: PlatformsConfig = Field(default_factory=PlatformsConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
