@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,13 +33,14 @@ from bot.leases import Leases
 from bot.live import LiveView
 from bot.migrate import open_database
 from bot.outbox import OutboxSender
-from bot.pipeline import Pipeline, Screening
+from bot.pipeline import Pipeline, Screening, Tuning
 from bot.platforms.base import PlatformAdapter
 from bot.platforms.mastodon import MastodonAdapter
 from bot.platforms.telegram import TelegramAdapter
 from bot.platforms.telegram_staff import TelegramStaffChat
 from bot.platforms.webhook import WebhookAdapter
 from bot.platforms.x import XAdapter, XSettings, rebase_middleware
+from bot.reload import ConfigReloader
 from bot.retention import Retention
 from bot.sandbox.mastodon_fake import SANDBOX_TOKEN as MASTODON_SANDBOX_TOKEN
 from bot.sandbox.mastodon_fake import FakeMastodon
@@ -77,6 +79,7 @@ class Running:
     desk: StaffDesk | None = None
     sweep: EscalationSweep | None = None
     leases: Leases | None = None
+    reloader: ConfigReloader | None = None
     web: WebServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -91,8 +94,11 @@ async def run(
     fake_x: FakeX | None = None,
     fake_telegram: FakeTelegram | None = None,
     sweep_jobs: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
     """Run carebot until ``stop`` is set.
+
+    ``environ``: where a config reload finds the secrets again (default: ``os.environ``).
 
     ``fake_x`` / ``fake_telegram``: tests may pass sandbox servers they control; otherwise the
     sandbox (when enabled) starts its own. ``sweep_jobs=False`` leaves the escalation sweep
@@ -163,6 +169,7 @@ async def run(
         if desk is not None:
             _start_sweep(config, running, desk, sender, view, stack, jobs=sweep_jobs)
         _start_retention(config, store, clock, supervisor)
+        _start_reloader(config, running, sender, supervisor, environ)
         running.web = await _start_web(config, adapters, pipeline, clock, stack, out)
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_sandbox_people(
@@ -382,6 +389,35 @@ def _start_sweep(  # noqa: PLR0917 — the composition root passes its parts
         _schedule_sweep(sweep, config.carebot.staff.sweep_interval, stack)
 
 
+def _start_reloader(
+    config: Config,
+    running: Running,
+    sender: OutboxSender,
+    supervisor: TaskSupervisor,
+    environ: Mapping[str, str] | None,
+) -> None:
+    """Watch the config directory; SIGHUP (see ``bot.cli``) asks for a look at once."""
+    store, pipeline, desk = running.store, running.pipeline, running.desk
+    assert store is not None  # noqa: S101 — started before this
+    assert pipeline is not None  # noqa: S101
+    chat = config.carebot.staff.alerts_chat() if config.carebot.staff.enabled else None
+
+    def apply(new: Config) -> None:
+        pipeline.tuning = tuning_for(new)
+        if desk is not None:
+            desk.escalation = new.escalation
+
+    async def alert(text: str) -> None:
+        if chat is not None:
+            await store.queue_alert(chat, text)
+            sender.wake()
+
+    running.reloader = ConfigReloader(
+        config, os.environ if environ is None else environ, apply, alert
+    )
+    _ = supervisor.spawn(running.reloader.run(), name="config-reloader")
+
+
 def _start_retention(
     config: Config, store: Store, clock: Clock, supervisor: TaskSupervisor
 ) -> None:
@@ -485,19 +521,34 @@ def _pipeline(
     sender: OutboxSender,
 ) -> Pipeline:
     cb = config.carebot
+    tuning = tuning_for(config)
+    return Pipeline(
+        store=store,
+        classifier=tuning.classifier,
+        templates=tuning.templates,
+        escalation=tuning.escalation,
+        adapters=adapters,
+        screening=tuning.screening,
+        brand=tuning.brand,
+        ref_prefix=cb.tickets.ref_prefix,
+        on_committed=sender.wake,
+        max_acks_per_author_per_hour=tuning.max_acks,
+        reopen_window=tuning.reopen_window,
+    )
+
+
+def tuning_for(config: Config) -> Tuning:
+    """The pipeline's tunable parts, from ``config`` (at start, and on every reload)."""
+    cb = config.carebot
     bots = list(cb.screening.bot_accounts)
     if cb.sandbox.enabled:
         bots += DEFAULT_BOT_AUTHORS  # the traffic generator's bots are known bots
-    return Pipeline(
-        store=store,
+    return Tuning(
         classifier=TriageClassifier(config.rules, config.model),
         templates=config.templates,
         escalation=config.escalation,
-        adapters=adapters,
         screening=Screening.from_lists(bots, cb.screening.blocked_authors),
         brand=cb.brand.name,
-        ref_prefix=cb.tickets.ref_prefix,
-        on_committed=sender.wake,
         max_acks_per_author_per_hour=cb.screening.max_acks_per_author_per_hour,
         reopen_window=cb.tickets.reopen_window,
     )

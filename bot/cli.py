@@ -60,17 +60,23 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | None
         return None
 
 
-async def _serve(config: Config) -> None:
-    from bot.app import run  # noqa: PLC0415 — keeps check-config free of the runtime imports
+async def _serve(config: Config, environ: Mapping[str, str]) -> None:
+    from bot.app import Running, run  # noqa: PLC0415 — keeps check-config free of the runtime
 
-    stop = asyncio.Event()
+    stop, running = asyncio.Event(), Running()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:  # SIGHUP: look at the config files now
+        if running.reloader is not None:
+            running.reloader.trigger()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
-        await run(config, stop, out=sys.stdout)
+        await run(config, stop, out=sys.stdout, running=running, environ=environ)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
 
 
@@ -109,7 +115,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             rev = asyncio.run(_migrate(config, args.to))
             sys.stdout.write(f"database schema at revision {rev}\n")
         else:
-            asyncio.run(_serve(config))
+            asyncio.run(_serve(config, env))
     except StartupError as exc:
         sys.stderr.write(f"carebot: cannot start: {exc}\n")
         return EXIT_STARTUP

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -265,6 +273,21 @@ class StaffConfig(_Model):
     sweep_interval: Duration = timedelta(seconds=5)
     groups: list[StaffGroup] = Field(default_factory=list)
     members: list[StaffMember] = Field(default_factory=list)
+    # the group (by name) that gets operational alerts, e.g. a refused config reload
+    alerts_group: str | None = None
+
+    @model_validator(mode="after")
+    def _alerts_group_exists(self) -> StaffConfig:
+        names = [g.name for g in self.groups]
+        if self.alerts_group is not None and self.alerts_group not in names:
+            raise ValueError(
+                f"alerts_group {self.alerts_group!r} is not one of the groups: {names}"
+            )
+        return self
+
+    def alerts_chat(self) -> int | None:
+        """The alerts group's chat id (None: alerts are logged only)."""
+        return next((g.chat_id for g in self.groups if g.name == self.alerts_group), None)
 
 
 class LoggingConfig(_Model):

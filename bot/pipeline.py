@@ -119,6 +119,41 @@ def safe_classify(classifier: Classifier, text: str) -> Verdict:
         )
 
 
+class Tuning:
+    """What operators tune in the config files, swapped whole on a reload.
+
+    A group of mentions is decided with the tuning it started with, so a reload never mixes
+    old rules with new templates for one mention.
+    """
+
+    def __init__(
+        self,
+        *,
+        classifier: Classifier,
+        templates: TemplatesFile,
+        escalation: EscalationFile,
+        screening: Screening,
+        brand: str,
+        max_acks_per_author_per_hour: int = 3,
+        reopen_window: timedelta = timedelta(days=7),
+    ) -> None:
+        self.classifier = classifier
+        self.templates = templates
+        self.escalation = escalation
+        self.ctx = HandlerContext(escalation=escalation)
+        self.screening = screening
+        self.brand = brand
+        self.max_acks = max_acks_per_author_per_hour
+        self.reopen_window = reopen_window
+        self._snapshots: dict[str | None, dict[str, Any] | None] = {}
+
+    def snapshot(self, policy: str | None) -> dict[str, Any] | None:
+        """The policy's snapshot, made once per policy and tuning."""
+        if policy not in self._snapshots:
+            self._snapshots[policy] = self.escalation.snapshot(policy)
+        return self._snapshots[policy]
+
+
 @dataclass
 class _Delivery:
     """One source's batch waiting in the queue, and how its sender learns it is committed."""
@@ -167,24 +202,24 @@ class Pipeline:
         queue_batches: int = 256,
     ) -> None:
         self._store = store
-        self._classifier = classifier
-        self._templates = templates
-        self._escalation = escalation
-        self._ctx = HandlerContext(escalation=escalation)
+        self.tuning = Tuning(
+            classifier=classifier,
+            templates=templates,
+            escalation=escalation,
+            screening=screening,
+            brand=brand,
+            max_acks_per_author_per_hour=max_acks_per_author_per_hour,
+            reopen_window=reopen_window,
+        )
         self._adapters = adapters
-        self._screening = screening
-        self._brand = brand
         self._ref_prefix = ref_prefix
         self._on_committed = on_committed
-        self._max_acks = max_acks_per_author_per_hour
-        self._reopen_window = reopen_window
         self.observers: list[Observer] = []
         self._stranded = False
         self._group_size = group_size
         self._group_wait = group_wait
         self._queue: asyncio.Queue[_Delivery] = asyncio.Queue(maxsize=queue_batches)
         self._writing = False  # the writer task runs: submit queues instead of committing
-        self._snapshots: dict[str | None, dict[str, Any] | None] = {}
         self._closed = False
 
     async def submit(self, batch: Sequence[Mention], cursor: CursorUpdate | None = None) -> None:
@@ -307,12 +342,15 @@ class Pipeline:
     ) -> list[Applied]:
         if not batch and not cursors:
             return []
+        tuning = self.tuning  # the whole group is decided with one tuning
         # Classified before the transaction: the CPU work must not hold the database's writer.
-        verdicts = {id(m): self.classify(m.text) for m in batch if self.screen(m) is None}
+        verdicts = {
+            id(m): self.classify(m.text, tuning) for m in batch if self.screen(m, tuning) is None
+        }
         try:
             async with self._store.write() as conn:
                 stored = await self._store.record(batch, cursors=cursors, within=conn)
-                return await self._decide_apply(stored, conn, verdicts) if stored else []
+                return await self._decide_apply(stored, conn, verdicts, tuning) if stored else []
         except Exception:
             logger.exception("pipeline: deciding %d mention(s) failed; storing them", len(batch))
         # Stored alone, undecided: recover() finishes them before the next group.
@@ -339,6 +377,7 @@ class Pipeline:
         stored: Sequence[StoredMention],
         within: AsyncConnection | None,
         verdicts: Mapping[int, Verdict] | None = None,
+        tuning: Tuning | None = None,
     ) -> list[Applied]:
         """Decide stored mentions and write the decisions (in ``within`` if given).
 
@@ -347,6 +386,7 @@ class Pipeline:
         acks: their mentions join their open ticket; those whose ticket is being opened in the
         same batch join it in a second pass.
         """
+        tuning = tuning or self.tuning
         links = await self._store.thread_links(stored, within=within)
         now = self._store.clock.now()
         activity = await self._store.author_activity(
@@ -356,9 +396,9 @@ class Pipeline:
         decisions: list[Decision] = []
         later: list[StoredMention] = []
         for s in stored:
-            d = self.decide(s, links.get(s.id), now, _verdict(verdicts, s))
+            d = self.decide(s, links.get(s.id), now, _verdict(verdicts, s), tuning)
             key = (s.mention.platform, s.mention.author_id)
-            if d.ack is not None and acks.get(key, 0) >= self._max_acks:
+            if d.ack is not None and acks.get(key, 0) >= tuning.max_acks:
                 open_ticket = activity[key].open_ticket_id
                 if open_ticket is None:
                     later.append(s)
@@ -376,7 +416,7 @@ class Pipeline:
             )
             rest = []
             for s in later:
-                d = self.decide(s, None, now, _verdict(verdicts, s))
+                d = self.decide(s, None, now, _verdict(verdicts, s), tuning)
                 open_ticket = again[(s.mention.platform, s.mention.author_id)].open_ticket_id
                 rest.append(_capped(d, open_ticket) if open_ticket else replace(d, ack=None))
             applied += await self._store.apply(rest, self._ref_prefix, within=within)
@@ -412,15 +452,15 @@ class Pipeline:
             logger.info("recovered %d stored mention(s) that were not decided", total)
         return total
 
-    def screen(self, m: Mention) -> str | None:
+    def screen(self, m: Mention, tuning: Tuning | None = None) -> str | None:
         """Why ``m`` must not be answered, or None."""
         adapter = self._adapters.get(m.platform)
         own = adapter.own_account_ids if adapter is not None else frozenset()
-        return self._screening.reason(m, own)
+        return (tuning or self.tuning).screening.reason(m, own)
 
-    def classify(self, text: str) -> Verdict:
+    def classify(self, text: str, tuning: Tuning | None = None) -> Verdict:
         """Classify; a classifier failure sends the mention to a human instead of dropping it."""
-        return safe_classify(self._classifier, text)
+        return safe_classify((tuning or self.tuning).classifier, text)
 
     def decide(
         self,
@@ -428,20 +468,22 @@ class Pipeline:
         link: TicketLink | None = None,
         now: datetime | None = None,
         verdict: Verdict | None = None,
+        tuning: Tuning | None = None,
     ) -> Decision:
         """The pure part: screen, classify, ask the handler, prepare the acknowledgement.
 
         ``verdict``: the mention's classification, when it was made beforehand.
         """
         m = s.mention
-        reason = self.screen(m)
+        t = tuning or self.tuning
+        reason = self.screen(m, t)
         if reason is not None:
             return Decision(s, MentionStatus.SCREENED, screen_reason=reason)
         if verdict is None:
-            verdict = self.classify(m.text)
+            verdict = self.classify(m.text, t)
         if link is not None and now is not None:
             resolved = link.state is TicketState.RESOLVED
-            inside = link.resolved_at is not None and now - link.resolved_at <= self._reopen_window
+            inside = link.resolved_at is not None and now - link.resolved_at <= t.reopen_window
             if not resolved or inside:  # a follow-up: no second ack, the ticket hears it
                 return Decision(
                     s,
@@ -451,38 +493,32 @@ class Pipeline:
                     reopen=resolved,
                     note="customer follow-up",
                 )
-        plan = plan_for(verdict, m, self._ctx)
+        plan = plan_for(verdict, m, t.ctx)
         if not plan.open_ticket:
             return Decision(s, MentionStatus.IGNORED, verdict=verdict, plan=plan)
         ack = None
         adapter = self._adapters.get(m.platform)
         destination = adapter.reply_destination(m) if adapter is not None else None
         if plan.ack_template is not None and destination is not None:
-            ack = AckSpec(render=self._renderer(plan.ack_template, m), destination=destination)
+            ack = AckSpec(render=self._renderer(plan.ack_template, m, t), destination=destination)
         return Decision(
             s,
             MentionStatus.TICKETED,
             verdict=verdict,
             plan=plan,
-            policy_snapshot=self._snapshot(plan.policy),
+            policy_snapshot=t.snapshot(plan.policy),
             ack=ack,
         )
 
-    def _snapshot(self, policy: str | None) -> dict[str, Any] | None:
-        """The policy's snapshot, made once per policy (the config cannot change under us)."""
-        if policy not in self._snapshots:
-            self._snapshots[policy] = self._escalation.snapshot(policy)
-        return self._snapshots[policy]
-
-    def _renderer(self, template: str, m: Mention) -> Callable[[int], str]:
+    def _renderer(self, template: str, m: Mention, tuning: Tuning) -> Callable[[int], str]:
         def render(ticket_id: int) -> str:
             return render_ack(
-                self._templates,
+                tuning.templates,
                 template,
                 m.platform,
                 handle=m.author_handle,
                 ref=ticket_ref(self._ref_prefix, ticket_id),
-                brand=self._brand,
+                brand=tuning.brand,
                 variant_key=m.external_id,
             )
 

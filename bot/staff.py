@@ -132,7 +132,7 @@ class StaffDesk:
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
-        self._escalation = escalation
+        self.escalation = escalation
         self._adapters = adapters
         self._prefix = ref_prefix
         self.on_queued = on_queued
@@ -235,8 +235,8 @@ class StaffDesk:
             return Outcome(message)
         changes = dict(outcome.changes)
         if action.verb is Verb.RECATEGORISE and action.category is not None:
-            policy = self._escalation.policy_for(action.category, ticket["priority"])
-            changes.update(policy=policy, policy_snapshot=self._escalation.snapshot(policy))
+            policy = self.escalation.policy_for(action.category, ticket["priority"])
+            changes.update(policy=policy, policy_snapshot=self.escalation.snapshot(policy))
             # A person has now judged the category: the card's triage warning is answered.
             reasons = [str(r) for r in ticket["reasons"] or []]
             changes["reasons"] = [r for r in reasons if not r.startswith(TRIAGE_PREFIX)]

@@ -301,6 +301,25 @@ class Store(OutboxStore):
                 )
         await self.queue_card_edits(conn, tid, now)
 
+    async def queue_alert(self, chat_id: int, text: str) -> None:
+        """Queue an operational alert (HTML) to a staff chat, ahead of ticket traffic."""
+        now = self.clock.now()
+        async with self.write() as conn:
+            await conn.execute(
+                outbox.insert().values(
+                    pending_row(
+                        ticket_id=None,
+                        kind=OutboxKind.STAFF,
+                        platform=Platform.STAFF,
+                        destination={"chat_id": chat_id},
+                        text=text,
+                        key=f"alert:{chat_id}:{uuid.uuid4().hex}",
+                        priority=0,
+                        now=now,
+                    )
+                )
+            )
+
     async def queue_card_edits(self, conn: AsyncConnection, ticket_id: int, now: datetime) -> None:
         """Queue an edit of every staff card of ``ticket_id`` (rendered fresh when sent)."""
         chats = await conn.execute(
