@@ -64,3 +64,14 @@ def x_weighted_length(text: str) -> int:
 def contains_url(text: str) -> bool:
     """Whether ``text`` holds something a platform would turn into a link."""
     return bool(_links(unicodedata.normalize("NFC", text)))
+
+
+def storable(text: str) -> bool:
+    """Whether both databases can store ``text``: valid UTF-8 (no lone surrogate), no NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final
 from pydantic import SecretStr
 from sqlalchemy import select
 from telegram import (
+    Bot,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -74,6 +75,22 @@ OVERALL_PER_SECOND: Final = 30
 
 class UpdateNotStored(RuntimeError):
     """A webhook update could not be stored; answering 500 makes Telegram send it again."""
+
+
+def parse_update(data: object, bot: Bot | None = None) -> Update:
+    """A Telegram update from a webhook body.
+
+    Raises:
+        ValueError: the body is not an update PTB can read (say which part is wrong).
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+        raise ValueError(  # noqa: TRY004 — the web route answers ValueError with a 400
+            "not a Telegram update: an object with an integer update_id is needed"
+        )
+    try:
+        return Update.de_json(data, bot)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"not a valid Telegram update ({type(exc).__name__}: {exc})") from exc
 
 
 def _markup(card: Card) -> InlineKeyboardMarkup:
@@ -228,9 +245,7 @@ class TelegramStaffChat(PlatformAdapter):
         Raises:
             ValueError: the body is not an update.
         """
-        if not isinstance(data, dict) or "update_id" not in data:
-            raise ValueError("not a Telegram update")
-        update = Update.de_json(data, self.app.bot)
+        update = parse_update(data, self.app.bot)
         await self.app.process_update(update)
         failed: set[int] = self.app.bot_data.get("carebot_failed_updates", set())
         if update.update_id in failed:  # a handler could not store it: Telegram must retry

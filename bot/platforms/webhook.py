@@ -32,6 +32,7 @@ from bot.domain import Mention, Platform
 from bot.errors import PermanentError, RateLimited, TransientError
 from bot.platforms.base import MentionSink, PlatformAdapter
 from bot.tasks import TaskSupervisor
+from bot.textlimits import storable
 
 TIMESTAMP_HEADER: Final = "X-Carebot-Timestamp"
 SIGNATURE_HEADER: Final = "X-Carebot-Signature"
@@ -67,7 +68,8 @@ def verify(  # noqa: PLR0917 — the parts of one signed request
         return f"missing or malformed {TIMESTAMP_HEADER}"
     if abs(now.timestamp() - int(timestamp)) > tolerance.total_seconds():
         return f"{TIMESTAMP_HEADER} is outside the allowed window (replay?)"
-    if not signature or not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    expected = sign(secret, timestamp, body).encode()
+    if not signature or not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
         return f"missing or wrong {SIGNATURE_HEADER}"
     return None
 
@@ -80,6 +82,8 @@ def _text(data: dict[str, Any], field: str, limit: int, *, required: bool = True
         raise BadRequest(field, "a non-empty string is required")
     if len(value) > limit:
         raise BadRequest(field, f"at most {limit} characters")
+    if not storable(value):
+        raise BadRequest(field, "contains a NUL character or a lone UTF-16 surrogate")
     return value
 
 
@@ -106,7 +110,7 @@ def parse_mention(body: bytes, now: datetime) -> Mention:
         raise BadRequest("author", 'an object {"id", "handle"} is required')
     author_id = _text(author, "id", room)
     handle = author.get("handle", author_id)
-    if not isinstance(handle, str) or not handle or len(handle) > 100:
+    if not isinstance(handle, str) or not handle or len(handle) > 100 or not storable(handle):
         raise BadRequest("author.handle", "a string of 1-100 characters")
     is_bot = author.get("is_bot", False)
     if not isinstance(is_bot, bool):
@@ -122,6 +126,10 @@ def parse_mention(body: bytes, now: datetime) -> Mention:
             ) from exc
         if created.tzinfo is None:
             raise BadRequest("created_at", "include a time zone (Z or +hh:mm)")
+        try:
+            created = created.astimezone(UTC)
+        except OverflowError as exc:  # year 1 at +hh:mm, year 9999 at -hh:mm
+            raise BadRequest("created_at", "a time within years 1-9999 in UTC") from exc
     reply_url = _text(data, "reply_url", 1000, required=False)
     if reply_url is not None and not reply_url.startswith(("https://", "http://")):
         raise BadRequest("reply_url", "an http(s) URL")
@@ -133,7 +141,7 @@ def parse_mention(body: bytes, now: datetime) -> Mention:
         author_id=f"{source}:{author_id}",
         author_handle=handle,
         text=str(text),
-        created_at=created.astimezone(UTC),
+        created_at=created,
         thread_id=f"{source}:{thread}" if thread else None,
         in_reply_to_id=f"{source}:{parent}" if parent else None,
         author_is_bot=is_bot,
