@@ -91,6 +91,9 @@ class Leases:
         self.ttl = ttl
         self.holder = holder or new_holder()
         self._held: dict[str, _Held] = {}
+        # one acquire per name at a time: two loops of this process sharing a lease (the
+        # staff chat and Telegram customers) must not race each other's insert or renewal
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def acquire(self, name: str) -> bool:
         """Take or renew ``name``; True while this process holds it."""
@@ -148,6 +151,10 @@ class Leases:
         If the database cannot be reached, a lease still within its time is kept (no one
         else can take it before then) and one that ran out is given up.
         """
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            return await self._holds(name)
+
+    async def _holds(self, name: str) -> bool:
         now = self._clock.now()
         held = self._held.get(name)
         if held is not None and now - held.renewed < self.ttl / 3:

@@ -103,3 +103,16 @@ async def test_hold_starts_and_stops_intake_with_the_lease(
     await asyncio.wait_for(task, 5)
     assert events == ["start", "stop", "start", "stop"]
     assert await other.acquire("x")  # released on the way out
+
+
+async def test_loops_of_one_process_sharing_a_lease_never_race_each_other(
+    store: tuple[Store, FakeClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    db, clock = store
+    ours = Leases(db, clock, TTL, holder="host-a:1:100:aaaa")
+    for _ in range(3):  # the first take, then renewals once a third of the time has passed
+        assert (
+            await asyncio.gather(*(ours.holds("outbox:telegram") for _ in range(4))) == [True] * 4
+        )
+        clock.advance(seconds=6)
+    assert "taken over" not in caplog.text

@@ -18,6 +18,11 @@ PIA = TgUser(5552, "Pia", "pia_k")
 SAM = TgUser(1002, "Sam", "sam_support")
 
 
+async def _acks_recorded(svc: Service, n: int) -> bool:
+    rows = await svc.outbox()
+    return sum(1 for r in rows if r["kind"] == "ack" and r["state"] == "sent") >= n
+
+
 async def _decided(svc: Service, n: int) -> bool:
     rows = [m for m in await svc.mentions() if m["platform"] == "telegram"]
     return len(rows) >= n and all(m["status"] != "received" for m in rows)
@@ -39,6 +44,7 @@ async def test_dms_and_group_mentions_are_acked_in_their_chats_and_chatter_is_no
         staff_talk = fake_tg.user_message(SUPPORT, SAM, "@carebot_bot lunch at 1?")
         await eventually(lambda: _decided(svc, 2))
         await eventually(lambda: len(fake_tg.sent(OLA.id)) == 1 and len(fake_tg.sent(FANS)) == 1)
+        await eventually(lambda: _acks_recorded(svc, 2))  # as a customer sees it, seconds later
         # a reply to our ack in the group is a follow-up: it joins the ticket, no second ack
         ack_in_group = fake_tg.sent(FANS)[0]
         follow = fake_tg.user_message(
