@@ -146,6 +146,26 @@ async def db_state(db_url: str) -> dict[str, Any]:
     }
 
 
+async def restart_postgres() -> None:
+    """Restart the local PostgreSQL cluster (fast shutdown: every connection is cut)."""
+    versions = await asyncio.to_thread(
+        lambda: sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    )
+    version = versions[-1]
+    proc = await asyncio.create_subprocess_exec(
+        "pg_ctlcluster",
+        "--skip-systemctl-redirect",
+        version,
+        "main",
+        "restart",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_ctlcluster restart failed: {err.decode(errors='replace')}")
+
+
 def card_refs(fake_tg: FakeTelegram) -> Counter[str]:
     refs: Counter[str] = Counter()
     for message in fake_tg.sent(SUPPORT):
@@ -165,8 +185,13 @@ async def crash_run(
     up: tuple[float, float] = (1.0, 4.0),
     settle_for: float = 90.0,
     say: Callable[[str], None] = print,
+    db_restarts: int = 0,
 ) -> dict[str, Any]:
-    """Run the harness; return its figures (see the module docstring) and the logs' path."""
+    """Run the harness; return its figures (see the module docstring) and the logs' path.
+
+    ``db_restarts``: after the kills, restart the PostgreSQL server this many times under
+    the last process (which must wait, retry and lose nothing).
+    """
     rng = random.Random(seed)
     fake_x, fake_tg = FakeX(), FakeTelegram()
     await fake_x.start()
@@ -202,6 +227,10 @@ async def crash_run(
             runs += 1
             await started(proc, log)
             if kill == kills:
+                for restart in range(db_restarts):
+                    await asyncio.sleep(rng.uniform(*up))
+                    await restart_postgres()
+                    say(f"database restart {restart + 1}/{db_restarts}: {len(injected)} injected")
                 break
             await asyncio.sleep(rng.uniform(*up))
             proc.send_signal(signal.SIGKILL)
@@ -238,6 +267,7 @@ async def crash_run(
     refs = card_refs(fake_tg)
     return {
         "kills": kills,
+        "db_restarts": db_restarts,
         "mentions": len(injected),
         "lost": sum(1 for t in injected if t not in stored),
         "duplicate_tickets": sum(n - 1 for n in state["tickets_per_mention"] if n > 1),
@@ -260,6 +290,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=30.0, help="mentions per second on X")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    ap.add_argument(
+        "--db-restarts",
+        type=int,
+        default=0,
+        help="then restart the local PostgreSQL this many times (needs --database-url)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
@@ -270,14 +306,19 @@ def main() -> None:
             db_url = asyncio.run(fresh_db(args.database_url, work, "crash"))
         f = asyncio.run(
             crash_run(
-                kills=args.kills, rate=args.rate, db_url=db_url, workdir=work, seed=args.seed
+                kills=args.kills,
+                rate=args.rate,
+                db_url=db_url,
+                workdir=work,
+                seed=args.seed,
+                db_restarts=args.db_restarts,
             )
         )
         print(
             f"{f['mentions']} mentions over {f['kills']} kills: {f['acks']} acknowledged on X, "
             f"{f['cards']} staff cards; last process exited {f['exit_code']}"
         )
-        keys = ("kills", "mentions", "lost", "duplicate_tickets", "duplicate_acks")
+        keys = ("kills", "db_restarts", "mentions", "lost", "duplicate_tickets", "duplicate_acks")
         keys += ("missed_acks", "duplicate_notices")
         print(" ".join(f"{k}={f[k]}" for k in keys))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.crash import crash_run
 
 
@@ -25,3 +27,20 @@ async def test_three_kill_9s_lose_nothing_and_double_nothing(db_url: str, tmp_pa
     assert figures["duplicate_notices"] <= figures["kills"]  # the documented bound
     assert figures["exit_code"] == 0  # the last one stopped cleanly on SIGTERM
     assert len([line for line in said if line.startswith("kill ")]) == 3
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_postgresql_restart_under_a_storm_loses_and_doubles_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    said: list[str] = []
+    figures = await crash_run(
+        kills=0, db_restarts=1, rate=15, db_url=db_url, workdir=tmp_path, seed=8, say=said.append
+    )
+    assert any(line.startswith("database restart 1/1") for line in said)
+    assert figures["mentions"] > 20
+    assert figures["lost"] == 0
+    assert figures["duplicate_tickets"] == 0
+    assert figures["duplicate_acks"] == 0
+    assert figures["missed_acks"] == 0
+    assert figures["exit_code"] == 0
