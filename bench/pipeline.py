@@ -67,6 +67,7 @@ def make_config(tmp: Path, db_url: str, *, quotas: bool) -> Any:
         data["outbox"]["quotas"] = {}
     data["staff"]["enabled"] = os.environ.get("BENCH_STAFF", "1") == "1"
     data["logging"]["level"] = "ERROR"
+    data["http"]["port"] = 0
     path.write_text(yaml.safe_dump(data))
     return load_config(target, {"CAREBOT_DATABASE_URL": db_url})
 

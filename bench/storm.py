@@ -55,6 +55,7 @@ def make_config(tmp: Path, db_url: str) -> Any:
     data["sandbox"].update(traffic_per_minute=0, poll_interval="10ms", live_log=False)
     data["staff"]["enabled"] = os.environ.get("BENCH_STAFF", "1") == "1"
     data["logging"]["level"] = "ERROR"
+    data["http"]["port"] = 0
     path.write_text(yaml.safe_dump(data))
     return load_config(target, {"CAREBOT_DATABASE_URL": db_url})
 

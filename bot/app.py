@@ -62,6 +62,7 @@ from bot.web import WebServer
 logger = logging.getLogger(__name__)
 
 SANDBOX_SECRET = SecretStr("sandbox")
+READY_TIMEOUT = 2.0  # seconds /readyz waits for the database
 SANDBOX_WEBHOOK_SECRET = SecretStr("sandbox-webhook-secret")
 
 
@@ -170,7 +171,9 @@ async def run(
             _start_sweep(config, running, desk, sender, view, stack, jobs=sweep_jobs)
         _start_retention(config, store, clock, supervisor)
         _start_reloader(config, running, sender, supervisor, environ)
-        running.web = await _start_web(config, adapters, pipeline, clock, stack, out)
+        running.web = await _start_web(
+            config, adapters, pipeline, clock, stack, out, _readiness(store, adapters, leases)
+        )
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_sandbox_people(
                 config, running, supervisor, stack, own_telegram=not fake_telegram
@@ -248,6 +251,35 @@ async def _mastodon(  # noqa: PLR0917 — the composition root passes its parts
     )
 
 
+def _readiness(
+    store: Store, adapters: dict[Platform, PlatformAdapter], leases: Leases
+) -> Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]:
+    """``/readyz``: not ready while the database does not answer; sources' states listed."""
+
+    async def check() -> tuple[bool, dict[str, Any]]:
+        try:
+            await asyncio.wait_for(store.ping(), READY_TIMEOUT)
+            database = "ok"
+        except Exception as exc:  # noqa: BLE001 — any failure means not ready
+            database = f"unreachable: {type(exc).__name__}"
+        sources: dict[str, str] = {}
+        for platform, adapter in adapters.items():
+            lease = adapter.intake_lease
+            problem = adapter.intake_problem()
+            if lease is not None and not leases.held_now(lease):
+                sources[platform.value] = "standby: another process holds its intake"
+            elif problem is not None:
+                sources[platform.value] = f"degraded: {problem}"
+            else:
+                sources[platform.value] = "ok"
+        ready = database == "ok"
+        degraded = any(s.startswith("degraded") for s in sources.values())
+        status = "not ready" if not ready else "degraded" if degraded else "ready"
+        return ready, {"status": status, "database": database, "sources": sources}
+
+    return check
+
+
 async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
     config: Config,
     adapters: dict[Platform, PlatformAdapter],
@@ -255,15 +287,14 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
     clock: Clock,
     stack: AsyncExitStack,
     out: TextIO | None,
+    readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None,
 ) -> WebServer | None:
-    """Carebot's HTTP server, when a webhook (ours or Telegram's) needs it."""
+    """Carebot's HTTP server: health and readiness, and the webhooks that are enabled."""
     chat = adapters.get(Platform.STAFF)
     telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None
     webhook_mode = config.carebot.staff.telegram_webhook_url is not None
     if isinstance(chat, TelegramStaffChat) and webhook_mode and config.telegram_webhook_secret:
         telegram = (chat.feed, config.telegram_webhook_secret)
-    if Platform.WEBHOOK not in adapters and telegram is None:
-        return None
     hook = config.carebot.platforms.webhook
     server = WebServer(
         host=config.http_host,
@@ -274,6 +305,7 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
         max_body=hook.max_body_bytes,
         tolerance=hook.timestamp_tolerance,
         telegram=telegram,
+        readiness=readiness,
     )
     await server.start()
     stack.push_async_callback(server.stop)

@@ -1,4 +1,8 @@
-"""carebot's own HTTP server (aiohttp, in our loop): ``POST /ingest`` for webhook sources."""
+"""carebot's own HTTP server (aiohttp, in our loop).
+
+``GET /healthz`` (alive), ``GET /readyz`` (database reachable, each source's state),
+``POST /ingest`` for webhook sources, ``POST /telegram`` for Telegram's webhook.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -41,6 +45,7 @@ class WebServer:
         max_body: int,
         tolerance: timedelta,
         telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None,
+        readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._sink = sink
@@ -49,17 +54,33 @@ class WebServer:
         self._max_body = max_body
         self._tolerance = tolerance
         self._telegram = telegram
+        self._readiness = readiness
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def app(self) -> web.Application:
         """The application (also used by tests through aiohttp's test client)."""
         application = web.Application(client_max_size=self._max_body)
+        application.router.add_get("/healthz", self._healthz)
+        application.router.add_get("/readyz", self._readyz)
         if self._secret is not None:
             application.router.add_post("/ingest", self._ingest)
         if self._telegram is not None:
             application.router.add_post("/telegram", self._telegram_update)
         return application
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        """Alive: the event loop answers."""
+        del request
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready: the database answers (503 if not); each source's state in the body."""
+        del request
+        if self._readiness is None:
+            return web.json_response({"status": "ready"})
+        ready, report = await self._readiness()
+        return web.json_response(report, status=200 if ready else 503)
 
     async def _telegram_update(self, request: web.Request) -> web.Response:
         assert self._telegram is not None  # noqa: S101 — the route exists only then

@@ -29,6 +29,7 @@ FAST = {
         "live_log": True,
     },
     "staff": {"enabled": False},  # tests of the staff chat turn it on
+    "http": {"port": 0},  # /healthz and /readyz on a free port: services never collide
 }
 
 

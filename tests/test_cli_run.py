@@ -18,6 +18,7 @@ def test_carebot_run_shows_tickets_then_stops_cleanly_on_sigterm(tmp_path: Path)
     shutil.copytree(REPO / "config", tmp_path / "config")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOT_")}
     env["PYTHONPATH"] = str(REPO)
+    env["CAREBOT_HTTP_PORT"] = "0"  # a free port for /healthz and /readyz
     lines: list[str] = []
     with subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],

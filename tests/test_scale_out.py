@@ -55,6 +55,7 @@ async def _spawn(cfg: ConfigDir, db_url: str, log: Path) -> asyncio.subprocess.P
         CAREBOT_CONFIG_DIR=str(cfg.path),
         CAREBOT_DATABASE_URL=db_url,
         CAREBOT_TELEGRAM_STAFF_TOKEN="123456:sandbox",
+        CAREBOT_HTTP_PORT="0",
         **{
             f"CAREBOT_X_{name}": "local-test"
             for name in (

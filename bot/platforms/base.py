@@ -38,6 +38,10 @@ class PlatformAdapter(abc.ABC):
     def own_account_ids(self) -> frozenset[str]:
         """Author ids that are our own accounts on this platform (never answered)."""
 
+    def intake_problem(self) -> str | None:
+        """What is wrong with this source's intake now (None: fine, or nothing to poll)."""
+        return None
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Verify credentials; raise ``StartupError`` when the platform refuses them."""

@@ -380,6 +380,10 @@ class MastodonAdapter(PlatformAdapter):
             if scheme in ("http", "https") and url.host:
                 self._stream_url = f"{url.with_scheme(scheme)}{STREAM_PATH}"
 
+    def intake_problem(self) -> str | None:
+        """Why the stream is not connected now (None: connected, or connecting first)."""
+        return None if self.connected else self.last_error
+
     async def start(self, sink: MentionSink, supervisor: TaskSupervisor) -> None:
         """Start the stream task (``mastodon-stream``)."""
         self._stopping.clear()

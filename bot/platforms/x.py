@@ -34,6 +34,7 @@ from bot.errors import (
     StartupError,
     TransientError,
 )
+from bot.faults import FaultLog
 from bot.platforms.base import MentionSink, PlatformAdapter
 from bot.store import CursorUpdate, Store
 from bot.tasks import TaskSupervisor
@@ -146,7 +147,7 @@ class XAdapter(PlatformAdapter):
         self.username: str | None = None
         self._stopping = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
-        self.last_error: str | None = None
+        self._faults = FaultLog(logger, "X mentions", clock)
 
     @property
     def own_account_ids(self) -> frozenset[str]:
@@ -159,6 +160,10 @@ class XAdapter(PlatformAdapter):
                 return await make()
         except (tweepy.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             raise translate(exc) from exc
+
+    def intake_problem(self) -> str | None:
+        """What is wrong with intake now (None: the last poll worked)."""
+        return self._faults.problem
 
     async def open(self) -> None:
         """Learn our own account (``GET /2/users/me``); refuse to start on bad credentials."""
@@ -201,28 +206,25 @@ class XAdapter(PlatformAdapter):
                 await self.poll_once(sink)
             except RateLimited as exc:
                 wait = (exc.reset_at - self._clock.now()) if exc.reset_at else backoff.failed()
-                self.last_error = f"rate limited until {exc.reset_at or 'later'}"
-                logger.warning(
-                    "X mentions: rate limited; next poll in %.0fs", wait.total_seconds()
+                self._faults.failed(
+                    f"rate limited until {exc.reset_at or 'later'}", wait.total_seconds()
                 )
                 await self._sleep(wait + timedelta(seconds=1))
                 continue
             except (TransientError, PermanentError, AuthError) as exc:
                 wait = backoff.failed()
-                self.last_error = str(exc)
-                logger.warning("X mentions: %s; retrying in %.1fs", exc, wait.total_seconds())
+                self._faults.failed(str(exc), wait.total_seconds())
                 await self._sleep(wait)
                 continue
-            except Exception as exc:  # e.g. the database is away: intake must stay alive
+            except Exception as exc:  # noqa: BLE001 — the database is away, say: logged, retried
                 wait = backoff.failed()
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception(
-                    "X mentions: poll failed; retrying in %.1fs", wait.total_seconds()
+                self._faults.failed(
+                    f"{type(exc).__name__}: {exc}", wait.total_seconds(), unexpected=True
                 )
                 await self._sleep(wait)
                 continue
             backoff.succeeded()
-            self.last_error = None
+            self._faults.succeeded()
             await self._sleep(self._settings.poll_interval)
 
     async def poll_once(self, sink: MentionSink) -> int:

@@ -1,0 +1,84 @@
+"""/healthz and /readyz, and platform faults logged once: degraded, then recovered."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from bot.sandbox.x_fake import FakeX, Fault
+from tests.conftest import ConfigDir
+from tests.harness import Service, eventually, make_config, polls_after, start_service
+
+COMPLAINT = "@acme_care my parcel never arrived and nobody answers"
+
+
+async def _get(svc: Service, path: str) -> tuple[int, dict[str, Any]]:
+    assert svc.running.web is not None
+    url = f"http://127.0.0.1:{svc.running.web.port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.json()
+
+
+async def _readyz_is(svc: Service, status: str) -> bool:
+    return (await _get(svc, "/readyz"))[1].get("status") == status
+
+
+async def test_a_failing_platform_is_degraded_logged_once_and_recovers(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot.platforms.x")
+    svc = await start_service(make_config(config_copy, db_url), fake_x)
+    try:
+        await polls_after(fake_x, 1)
+        assert await _get(svc, "/healthz") == (200, {"status": "alive"})
+        assert await _get(svc, "/readyz") == (
+            200,
+            {"status": "ready", "database": "ok", "sources": {"x": "ok", "mastodon": "ok"}},
+        )
+        # X answers 503, then a proxy's HTML error page, then works again
+        fake_x.fail_next(
+            "mentions", Fault(status=503), Fault(status=502, body="<html>Bad gateway</html>")
+        )
+        tweet = fake_x.inject_mention(author="jenny_k", text=COMPLAINT)
+        await eventually(lambda: _readyz_is(svc, "degraded"))
+        status, body = await _get(svc, "/readyz")
+        assert status == 200  # still takes webhooks and sends: degraded, not down
+        assert body["sources"]["x"].startswith("degraded: ")
+        await eventually(lambda: bool(fake_x.posts_in_reply_to(tweet)), timeout=30)
+        await eventually(lambda: _readyz_is(svc, "ready"))
+    finally:
+        await svc.shutdown()
+    x_lines = [r for r in caplog.records if r.name == "bot.platforms.x"]
+    warned = [r.getMessage() for r in x_lines if r.levelno >= logging.WARNING]
+    assert len([m for m in warned if "retrying in" in m]) == 1  # the first failure, once
+    assert "503" in warned[0]
+    assert any("recovered after 2 failure(s)" in m for m in warned)
+    repeats = [r.getMessage() for r in x_lines if r.levelno == logging.DEBUG]
+    assert any("failure 2" in m for m in repeats)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_readyz_is_not_ready_when_the_database_is_gone(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX
+) -> None:
+    svc = await start_service(make_config(config_copy, db_url), fake_x)
+    try:
+        assert (await _get(svc, "/readyz"))[0] == 200
+        url = make_url(db_url)
+        conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username)
+        try:
+            await conn.execute(f'DROP DATABASE "{url.database}" WITH (FORCE)')
+        finally:
+            await conn.close()
+        status, body = await _get(svc, "/readyz")
+        assert status == 503
+        assert body["status"] == "not ready"
+        assert body["database"].startswith("unreachable")
+        assert (await _get(svc, "/healthz"))[0] == 200  # alive all the same
+    finally:
+        await svc.shutdown()
