@@ -15,7 +15,7 @@ from bot.logs import REDACTED, configure
 from bot.sandbox.telegram_fake import FakeTelegram
 from bot.sandbox.x_fake import FakeX
 from tests.conftest import ConfigDir
-from tests.harness import eventually
+from tests.harness import eventually, polls_after
 
 STAFF_TOKEN = "7264519038:AAFstaffTokenNeverInLogs9x"
 X_SECRETS = {
@@ -82,6 +82,7 @@ async def test_no_token_in_any_log_line_at_debug(
     task = asyncio.create_task(run(config, stop, running=running))
     try:
         await asyncio.wait_for(running.started.wait(), 30)
+        await polls_after(fake_x, 1)  # the first poll marks where the backlog ends
         tweet = fake_x.inject_mention(author="jenny_k", text="@acme_care my parcel is lost")
         await eventually(lambda: bool(fake_x.posts_in_reply_to(tweet)))
         await eventually(lambda: bool(fake_tg.sent(SUPPORT)))
