@@ -14,7 +14,7 @@ Properties (each an input carebot takes from outside, and what must hold for any
 ``tests/test_fuzz.py`` runs these with a few hundred examples each; this script runs the
 long version and prints its count.
 
-Usage: python bench/fuzz.py [--examples 100000] [--seed 0]
+Usage: python bench/fuzz.py [--examples 100000] [--seed 0] [--only PROPERTY ...]
 Ends with one line: examples=… failures=… per property.
 """
 
@@ -257,10 +257,11 @@ def main() -> None:
     )
     ap.add_argument("--examples", type=int, default=100_000, help="examples per property")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=list(PROPERTIES), action="append", help="these properties")
     args = ap.parse_args()
     total, failed = 0, 0
     figures = []
-    for name in PROPERTIES:
+    for name in args.only or list(PROPERTIES):
         t0 = time.perf_counter()
         count, failures = run_property(name, args.examples, args.seed)
         total += count
