@@ -552,20 +552,12 @@ def _pipeline(
     adapters: dict[Platform, PlatformAdapter],
     sender: OutboxSender,
 ) -> Pipeline:
-    cb = config.carebot
-    tuning = tuning_for(config)
     return Pipeline(
         store=store,
-        classifier=tuning.classifier,
-        templates=tuning.templates,
-        escalation=tuning.escalation,
+        tuning=tuning_for(config),
         adapters=adapters,
-        screening=tuning.screening,
-        brand=tuning.brand,
-        ref_prefix=cb.tickets.ref_prefix,
+        ref_prefix=config.carebot.tickets.ref_prefix,
         on_committed=sender.wake,
-        max_acks_per_author_per_hour=tuning.max_acks,
-        reopen_window=tuning.reopen_window,
     )
 
 

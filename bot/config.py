@@ -92,6 +92,12 @@ class BrandConfig(_Model):
         return name
 
 
+def _at_least(value: timedelta, minimum: timedelta, message: str) -> timedelta:
+    if value < minimum:
+        raise ValueError(message)
+    return value
+
+
 class DatabaseConfig(_Model):
     """Where tickets live. ``CAREBOT_DATABASE_URL`` overrides ``url``."""
 
@@ -104,9 +110,7 @@ class DatabaseConfig(_Model):
     @field_validator("lease_ttl")
     @classmethod
     def _lease_ttl(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=2):
-            raise ValueError("lease_ttl must be at least 2s")
-        return value
+        return _at_least(value, timedelta(seconds=2), "lease_ttl must be at least 2s")
 
     @field_validator("url")
     @classmethod
@@ -175,9 +179,7 @@ class RetentionConfig(_Model):
     @field_validator("every")
     @classmethod
     def _every(cls, value: timedelta) -> timedelta:
-        if value < timedelta(minutes=1):
-            raise ValueError("every must be at least 1m")
-        return value
+        return _at_least(value, timedelta(minutes=1), "every must be at least 1m")
 
 
 class HttpConfig(_Model):

@@ -187,30 +187,16 @@ class Pipeline:
         self,
         *,
         store: Store,
-        classifier: Classifier,
-        templates: TemplatesFile,
-        escalation: EscalationFile,
+        tuning: Tuning,
         adapters: Mapping[Platform, PlatformAdapter],
-        screening: Screening,
-        brand: str,
         ref_prefix: str,
         on_committed: Callable[[], None] = lambda: None,
-        max_acks_per_author_per_hour: int = 3,
-        reopen_window: timedelta = timedelta(days=7),
         group_size: int = 500,
         group_wait: float = 0.005,
         queue_batches: int = 256,
     ) -> None:
         self._store = store
-        self.tuning = Tuning(
-            classifier=classifier,
-            templates=templates,
-            escalation=escalation,
-            screening=screening,
-            brand=brand,
-            max_acks_per_author_per_hour=max_acks_per_author_per_hour,
-            reopen_window=reopen_window,
-        )
+        self.tuning = tuning  # swapped whole by a config reload
         self._adapters = adapters
         self._ref_prefix = ref_prefix
         self._on_committed = on_committed

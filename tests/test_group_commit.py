@@ -14,7 +14,7 @@ from bot.config import load_config
 from bot.domain import Mention, Platform
 from bot.migrate import open_database
 from bot.models import mentions, tickets
-from bot.pipeline import Pipeline, Screening
+from bot.pipeline import Pipeline, Screening, Tuning
 from bot.store import CursorUpdate, Store, make_engine
 from bot.triage import TriageClassifier
 from tests.conftest import ConfigDir
@@ -30,14 +30,17 @@ async def store(sqlite_url: str) -> AsyncIterator[Store]:
 
 def make_pipeline(config_copy: ConfigDir, store: Store, **options: int) -> Pipeline:
     config = load_config(config_copy.path, {})
-    return Pipeline(
-        store=store,
+    tuning = Tuning(
         classifier=TriageClassifier(config.rules, config.model),
         templates=config.templates,
         escalation=config.escalation,
-        adapters={},
         screening=Screening.from_lists([], []),
         brand="Acme",
+    )
+    return Pipeline(
+        store=store,
+        tuning=tuning,
+        adapters={},
         ref_prefix="CB-",
         **options,  # type: ignore[arg-type]
     )

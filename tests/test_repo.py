@@ -30,9 +30,11 @@ def test_ci_runs_the_readme_test_command_after_a_fresh_install() -> None:
 
 
 def test_dockerfile_is_slim_non_root_exec_form_and_installs_like_the_readme() -> None:
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    joined = re.sub(r"\\\n\s*", " ", text)  # one instruction per line, as Docker reads it
     lines = [
         line.strip()
-        for line in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        for line in joined.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert re.fullmatch(r"FROM python:3\.1[1-9]-slim", lines[0])
@@ -48,6 +50,14 @@ def test_dockerfile_is_slim_non_root_exec_form_and_installs_like_the_readme() ->
     assert readme_run in (REPO / "README.md").read_text(encoding="utf-8")
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
     assert {"bot", "handlers", "migrations", "config"} <= copied
+    # the health check asks carebot's own /healthz on the port the image sets
+    port = re.search(r"CAREBOT_HTTP_PORT=(\d+)", text)
+    assert port
+    assert "CAREBOT_HTTP_HOST=0.0.0.0" in text  # probes from outside the container reach it
+    [check] = [line for line in lines if line.startswith("HEALTHCHECK ")]
+    assert " CMD " in check
+    assert f"http://127.0.0.1:{port.group(1)}/healthz" in check
+    assert f"EXPOSE {port.group(1)}" in lines
 
 
 def test_classify_explains_which_rules_fired(

@@ -8,20 +8,18 @@ to staff at most once, before and after the process holding the sources is kille
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from bench.crash import card_refs, environment
 from bot.models import leases, outbox, tickets
 from bot.sandbox.telegram_fake import FakeTelegram
 from bot.sandbox.x_fake import FakeX
-from tests.conftest import REPO, ConfigDir
+from tests.conftest import ConfigDir
 from tests.harness import eventually
 
 SUPPORT = -1001000000001  # the default config's support group
@@ -49,27 +47,15 @@ def _config(cfg: ConfigDir, fake_x: FakeX, fake_tg: FakeTelegram) -> None:
 
 
 async def _spawn(cfg: ConfigDir, db_url: str, log: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREBOT_")}
-    env.update(
-        PYTHONPATH=str(REPO),
-        CAREBOT_CONFIG_DIR=str(cfg.path),
-        CAREBOT_DATABASE_URL=db_url,
-        CAREBOT_TELEGRAM_STAFF_TOKEN="123456:sandbox",
-        CAREBOT_HTTP_PORT="0",
-        **{
-            f"CAREBOT_X_{name}": "local-test"
-            for name in (
-                "BEARER_TOKEN",
-                "CONSUMER_KEY",
-                "CONSUMER_SECRET",
-                "ACCESS_TOKEN",
-                "ACCESS_TOKEN_SECRET",
-            )
-        },
-    )
     with log.open("w") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", env=env, stdout=out, stderr=out
+            sys.executable,
+            "-m",
+            "bot",
+            "run",
+            env=environment(cfg.path, db_url),
+            stdout=out,
+            stderr=out,
         )
 
 
@@ -114,15 +100,6 @@ def _pid(holder: str) -> int:
     return int(holder.rsplit(":", 2)[1])
 
 
-def _card_refs(fake_tg: FakeTelegram) -> Counter[str]:
-    refs: Counter[str] = Counter()
-    for message in fake_tg.sent(SUPPORT):
-        found = re.search(r"\bCB-\d+\b", message.get("text", ""))
-        if found:
-            refs[found.group()] += 1
-    return refs
-
-
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_two_processes_share_the_sources_and_one_takes_over_from_a_killed_one(
     config_copy: ConfigDir, db_url: str, tmp_path: Path
@@ -146,7 +123,7 @@ async def test_two_processes_share_the_sources_and_one_takes_over_from_a_killed_
             for n in range(6)
         ]
         await eventually(lambda: all(fake_x.posts_in_reply_to(t) for t in tweets), timeout=30)
-        await eventually(lambda: len(_card_refs(fake_tg)) == 6, timeout=30)
+        await eventually(lambda: len(card_refs(fake_tg)) == 6, timeout=30)
         # killed between sends: a card cut off mid-send may be posted twice (Telegram cannot
         # be searched; bench/crash.py measures that bound), which is not what this tests
         await eventually(lambda: _settled(db_url), timeout=30)
@@ -161,7 +138,7 @@ async def test_two_processes_share_the_sources_and_one_takes_over_from_a_killed_
             for n in range(6)
         ]
         await eventually(lambda: all(fake_x.posts_in_reply_to(t) for t in later), timeout=30)
-        await eventually(lambda: len(_card_refs(fake_tg)) == 12, timeout=30)
+        await eventually(lambda: len(card_refs(fake_tg)) == 12, timeout=30)
         taken = await _holders(db_url)
         assert {_pid(taken[name]) for name in sources} == {survivor.pid}
 
@@ -178,7 +155,7 @@ async def test_two_processes_share_the_sources_and_one_takes_over_from_a_killed_
     for tweet in tweets + later:
         assert len(fake_x.posts_in_reply_to(tweet)) == 1, tweet
     assert await _ticket_count(db_url) == 12
-    refs = _card_refs(fake_tg)
+    refs = card_refs(fake_tg)
     assert len(refs) == 12, refs
     assert set(refs.values()) == {1}, refs
     logs = "".join((tmp_path / f"p{i}.log").read_text() for i in range(2))
