@@ -10,6 +10,8 @@ records are then compared with the database:
   lost               mentions injected on X that are not in the database
   duplicate_tickets  tickets beyond one per mention
   duplicate_acks     replies on X beyond one per mention
+  resends_refused    posts carebot attempted twice, which X refused as duplicate content (X
+                     keeps customers from seeing a double; this counts carebot's own doubles)
   missed_acks        mentions whose acknowledgement was queued but never reached X, plus
                      mentions never decided
   duplicate_notices  staff cards posted more than once for one ticket (Telegram cannot be
@@ -18,7 +20,7 @@ records are then compared with the database:
 
 Usage: python bench/crash.py [--kills 20] [--rate 30] [--seed 1] [--database-url URL]
 Ends with one line: kills=… mentions=… lost=… duplicate_tickets=… duplicate_acks=…
-missed_acks=… duplicate_notices=…
+resends_refused=… missed_acks=… duplicate_notices=…
 """
 
 from __future__ import annotations
@@ -272,6 +274,11 @@ async def crash_run(
         "lost": sum(1 for t in injected if t not in stored),
         "duplicate_tickets": sum(n - 1 for n in state["tickets_per_mention"] if n > 1),
         "duplicate_acks": sum(n - 1 for n in replies.values() if n > 1),
+        # X refuses a second post of the same text, so customers never see a double there:
+        # these are the doubles carebot itself attempted (answered 403 "duplicate content")
+        "resends_refused": sum(
+            1 for r in fake_x.requests if r.route == "create_tweet" and r.status == 403
+        ),
         "missed_acks": sum(1 for t in acked if replies.get(t, 0) == 0)
         + sum(1 for s in stored.values() if s == "received"),
         "duplicate_notices": sum(n - 1 for n in refs.values() if n > 1),
@@ -319,7 +326,7 @@ def main() -> None:
             f"{f['cards']} staff cards; last process exited {f['exit_code']}"
         )
         keys = ("kills", "db_restarts", "mentions", "lost", "duplicate_tickets", "duplicate_acks")
-        keys += ("missed_acks", "duplicate_notices")
+        keys += ("resends_refused", "missed_acks", "duplicate_notices")
         print(" ".join(f"{k}={f[k]}" for k in keys))
 
 

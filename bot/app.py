@@ -31,6 +31,7 @@ from bot.errors import StartupError
 from bot.escalation import EscalationSweep
 from bot.leases import Leases
 from bot.live import LiveView
+from bot.logs import RedactSecrets
 from bot.migrate import open_database
 from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening, Tuning
@@ -307,7 +308,13 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
         telegram=telegram,
         readiness=readiness,
     )
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:  # the port is taken, say: a clear start-up error, not a traceback
+        raise StartupError(
+            f"cannot listen on {config.http_host}:{config.http_port} ({exc.strerror or exc}); "
+            "set http.port or CAREBOT_HTTP_PORT (0 picks a free port)"
+        ) from exc
     stack.push_async_callback(server.stop)
     if out is not None and hook.enabled:
         out.write(f"carebot webhook: POST http://{config.http_host}:{server.port}/ingest\n")
@@ -445,7 +452,11 @@ def _start_reloader(
             sender.wake()
 
     running.reloader = ConfigReloader(
-        config, os.environ if environ is None else environ, apply, alert
+        config,
+        os.environ if environ is None else environ,
+        apply,
+        alert=alert,
+        mask=RedactSecrets(config.secret_values()).mask,
     )
     _ = supervisor.spawn(running.reloader.run(), name="config-reloader")
 

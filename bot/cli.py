@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from bot import __version__, cli_tools
 from bot.config import Config, config_dir, load_config
@@ -109,7 +110,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return cli_tools.run(args, config, env)
     from bot.logs import configure  # noqa: PLC0415
 
-    configure(config.carebot.logging.level, config.secret_values())
+    redact = configure(config.carebot.logging.level, config.secret_values())
+
+    def masked_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        sys.stderr.write(redact.mask("".join(traceback.format_exception(kind, exc, tb))))
+
+    sys.excepthook = masked_excepthook  # an uncaught error's traceback is masked too
     try:
         if args.command == "migrate":
             rev = asyncio.run(_migrate(config, args.to))
@@ -117,6 +123,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         else:
             asyncio.run(_serve(config, env))
     except StartupError as exc:
-        sys.stderr.write(f"carebot: cannot start: {exc}\n")
+        sys.stderr.write(f"carebot: cannot start: {redact.mask(str(exc))}\n")
         return EXIT_STARTUP
     return EXIT_OK

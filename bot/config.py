@@ -511,6 +511,14 @@ def _cross_checks(
             )
     if escalation is not None:
         _escalation_refs(carebot, escalation, add)
+    days = carebot.retention.days
+    if days is not None and timedelta(days=days) <= carebot.tickets.reopen_window:
+        add(
+            "carebot.yaml",
+            ("retention", "days"),
+            f"must be longer than tickets.reopen_window ({carebot.tickets.reopen_window}): "
+            "a customer's follow-up could not find the ticket it reopens",
+        )
 
 
 def model_path(rules: RulesFile, directory: Path) -> Path | None:

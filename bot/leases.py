@@ -36,32 +36,38 @@ from bot.store_base import StoreBase
 logger = logging.getLogger(__name__)
 
 
-def _pid_namespace() -> str:
-    """This process's PID namespace (Linux), "" where it cannot be told."""
+def _machine() -> str:
+    """This kernel's boot id and PID namespace (Linux): "" where they cannot be told.
+
+    The boot id tells two machines apart even when their host names are the same (cloned
+    VMs); the namespace tells containers apart (each may be pid 1).
+    """
     try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
         return ""
 
 
 def new_holder() -> str:
-    """This process's name in the leases table: host, PID namespace, pid, a token per start."""
-    return f"{socket.gethostname()[:64]}:{_pid_namespace()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """This process's name in the leases table: host, machine, pid, a token per start."""
+    return f"{socket.gethostname()[:40]}:{_machine()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def holder_gone(holder: str, me: str) -> bool:
     """Whether ``holder`` certainly no longer runs: a process we can see, since ended.
 
-    Only a holder on this host, in this PID namespace and under another pid is checked (two
-    containers may share a host name and both be pid 1): anything else waits for expiry.
+    Only a holder on this host, this boot and this PID namespace under another pid is checked
+    (two containers may share a host name and both be pid 1): anything else waits for expiry.
     """
     try:
-        host, namespace, pid_text, _ = holder.rsplit(":", 3)
-        my_host, my_namespace, my_pid, _ = me.rsplit(":", 3)
+        host, machine, pid_text, _ = holder.rsplit(":", 3)
+        my_host, my_machine, my_pid, _ = me.rsplit(":", 3)
         pid = int(pid_text)
     except ValueError:
         return False
-    if (host, namespace) != (my_host, my_namespace) or not namespace or str(pid) == my_pid:
+    if (host, machine) != (my_host, my_machine) or not machine or str(pid) == my_pid:
         return False
     if pid <= 0:
         return False
@@ -120,9 +126,13 @@ class Leases:
                 got = (
                     free
                     and (
-                        await conn.execute(
+                        await conn.execute(  # compare-and-swap: nobody renewed or took it since
                             update(leases)
-                            .where(leases.c.name == name, leases.c.holder == holder)
+                            .where(
+                                leases.c.name == name,
+                                leases.c.holder == holder,
+                                leases.c.expires_at == expires_at,
+                            )
                             .values(
                                 holder=self.holder,
                                 expires_at=until,

@@ -12,7 +12,7 @@ from typing import Final, TextIO
 FLOORS: Final = {"tweepy": logging.INFO, "httpx": logging.WARNING, "httpcore": logging.WARNING}
 QUIET: Final = {"aiosqlite": logging.WARNING, "asyncio": logging.WARNING}
 REDACTED: Final = "<redacted>"
-MIN_SECRET: Final = 6  # shorter values would mask ordinary words
+MIN_SECRET: Final = 4  # shorter values would mask ordinary words
 
 
 class RedactSecrets(logging.Filter):
@@ -52,14 +52,21 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure(level: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
-    """Install the handler and levels for a carebot process; ``secrets`` are never printed."""
+def configure(
+    level: str, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> RedactSecrets:
+    """Install the handler and levels for a carebot process; ``secrets`` are never printed.
+
+    Returns the filter, whose ``mask`` the caller uses for what it prints itself (start-up
+    errors, an uncaught exception's traceback).
+    """
+    redact = RedactSecrets(secrets)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.addFilter(redact)
     root.addHandler(handler)
     root.setLevel(level)
     numeric = logging.getLevelName(level)
@@ -67,3 +74,4 @@ def configure(level: str, secrets: Iterable[str] = (), stream: TextIO | None = N
         logging.getLogger(name).setLevel(max(floor, numeric))
     for name, quiet in QUIET.items():
         logging.getLogger(name).setLevel(max(quiet, numeric))
+    return redact

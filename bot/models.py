@@ -85,6 +85,7 @@ mentions = Table(
     UniqueConstraint("platform", "external_id"),
     Index("ix_mentions_status", "status"),
     Index("ix_mentions_ticket_id", "ticket_id"),
+    Index("ix_mentions_received_at", "received_at"),  # the retention purge reads the oldest
 )
 
 tickets = Table(

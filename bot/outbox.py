@@ -286,11 +286,17 @@ class OutboxSender:
         different destinations, and each wave's outcomes are written in one transaction.
         The staff chat goes one row at a time: a card's edits must follow the card.
         """
-        if rows[0].platform is Platform.STAFF:
-            for row in rows:
+        platform = rows[0].platform
+        if platform is Platform.STAFF:
+            for i, row in enumerate(rows):
+                if not await self._still_sending(platform, rows[i:]):
+                    return
                 await self._deliver(row)
             return
-        for wave in _waves(rows, SEND_CONCURRENCY):
+        waves = _waves(rows, SEND_CONCURRENCY)
+        for i, wave in enumerate(waves):
+            if not await self._still_sending(platform, [r for w in waves[i:] for r in w]):
+                return
             # Every send finishes and every delivery is recorded even if one of them hit a
             # database error: a delivered row left in "sending" could be sent twice.
             results = await asyncio.gather(
@@ -305,6 +311,24 @@ class OutboxSender:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
+
+    async def _still_sending(self, platform: Platform, rest: list[OutboxRow]) -> bool:
+        """Whether this process may go on sending to ``platform`` (renewing its lease).
+
+        A round can outlast the lease (a slow platform); if another process took the lease
+        meanwhile, the rows not sent yet go back to pending for it.
+        """
+        name = self._adapters[platform].send_lease
+        if self._leases is None or name is None or await self._leases.holds(name):
+            return True
+        logger.warning(
+            "outbox: lost the %s lease mid-round; %d row(s) left to its holder",
+            platform,
+            len(rest),
+        )
+        self._holding.discard(platform)
+        await self._store.release(rest)
+        return False
 
     async def _deliver(self, claimed: OutboxRow) -> None:
         """Send one row and record the outcome."""

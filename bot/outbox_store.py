@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.domain import (
@@ -24,9 +24,17 @@ from bot.store_base import (
 )
 
 
-def _acknowledged_state(state: str) -> str:
-    """A ticket's state once its ack is delivered: only ``open`` moves on."""
-    return TicketState.ACKNOWLEDGED.value if state == TicketState.OPEN.value else state
+def _still_ours(row: OutboxRow) -> tuple[Any, ...]:
+    """The row, still in ``sending`` under this claim: an outcome is written only then.
+
+    A process that lost its claim (taken over after a stall) must not set a row another
+    process already sent back to pending, or fail it.
+    """
+    return (
+        outbox.c.id == row.id,
+        outbox.c.state == OutboxState.SENDING.value,
+        outbox.c.claimed_at == row.claimed_at,
+    )
 
 
 class OutboxStore(StoreBase):
@@ -152,48 +160,47 @@ class OutboxStore(StoreBase):
 
         The sweep may have escalated the ticket before the ack went out: it keeps its state,
         and ``acknowledged_at`` is recorded all the same. A ticket acknowledged already (a
-        second ack row for it) is left alone. Three statements for the whole wave.
+        second ack row for it) is left alone. One UPDATE decides and records it (no read
+        then write that a concurrent escalation could slip between), and one INSERT the
+        events, for the whole wave; tickets are locked in id order, as every wave does.
         """
-        ids = [row.ticket_id for row, _ in acks]
-        states = dict(
-            (
-                await conn.execute(
-                    select(tickets.c.id, tickets.c.state).where(
-                        tickets.c.id.in_(ids), tickets.c.acknowledged_at.is_(None)
-                    )
-                )
-            ).all()
-        )
-        if not states:
-            return
-        await conn.execute(
+        ids = sorted({row.ticket_id for row, _ in acks if row.ticket_id is not None})
+        moved = await conn.execute(
             update(tickets)
-            .where(tickets.c.id == bindparam("ticket_id"))
-            .values(acknowledged_at=now, updated_at=now, state=bindparam("to_state")),
-            [
-                {"ticket_id": ticket_id, "to_state": _acknowledged_state(state)}
-                for ticket_id, state in states.items()
-            ],
+            .where(tickets.c.id.in_(ids), tickets.c.acknowledged_at.is_(None))
+            .values(
+                acknowledged_at=now,
+                updated_at=now,
+                state=case(
+                    (tickets.c.state == TicketState.OPEN.value, TicketState.ACKNOWLEDGED.value),
+                    else_=tickets.c.state,
+                ),
+            )
+            .returning(tickets.c.id, tickets.c.state)
         )
+        # each ticket's state after: only an open one changed
+        states: dict[int | None, str] = {int(tid): str(state) for tid, state in moved.all()}
         reason = "acknowledgement delivered" + (" (confirmed after restart)" if recovered else "")
         events = []
         for row, message_id in acks:
             state = states.pop(row.ticket_id, None)
             if state is None:
                 continue
+            before = TicketState.OPEN.value if state == TicketState.ACKNOWLEDGED.value else state
             events.append(
                 {
                     "ticket_id": row.ticket_id,
                     "at": now,
                     "actor": SYSTEM_ACTOR,
                     "kind": "acknowledged",
-                    "from_state": state,
-                    "to_state": _acknowledged_state(state),
+                    "from_state": before,
+                    "to_state": state,
                     "reason": reason,
                     "data": {"outbox_id": row.id, "message_id": message_id},
                 }
             )
-        await conn.execute(ticket_events.insert(), events)
+        if events:
+            await conn.execute(ticket_events.insert(), events)
 
     async def touch_claim(self, row: OutboxRow) -> OutboxRow | None:
         """Renew a claim just before its send; None if the row is no longer ours.
@@ -213,6 +220,23 @@ class OutboxStore(StoreBase):
                 .values(claimed_at=now)
             )
         return replace(row, claimed_at=now) if moved.rowcount == 1 else None
+
+    async def release(self, rows: Sequence[OutboxRow]) -> None:
+        """Put claimed rows that will not be sent now back to pending, as they were."""
+        if not rows:
+            return
+        async with self.write() as conn:
+            for row in rows:
+                await conn.execute(
+                    update(outbox)
+                    .where(*_still_ours(row))
+                    .values(
+                        state=OutboxState.PENDING.value,
+                        claimed_at=None,
+                        claimed_by=None,
+                        attempts=outbox.c.attempts - 1,
+                    )
+                )
 
     async def release_stale(self, row: OutboxRow) -> bool:
         """Put an abandoned ``sending`` row back to pending, unless someone renewed it."""
@@ -248,17 +272,19 @@ class OutboxStore(StoreBase):
         if not count_attempt:
             values["attempts"] = outbox.c.attempts - 1
         async with self.write() as conn:
-            await conn.execute(update(outbox).where(outbox.c.id == row.id).values(**values))
+            await conn.execute(update(outbox).where(*_still_ours(row)).values(**values))
 
     async def mark_failed(self, row: OutboxRow, error: str) -> None:
         """Give up on a row, and say so on its ticket."""
         now = self.clock.now()
         async with self.write() as conn:
-            await conn.execute(
+            failed = await conn.execute(
                 update(outbox)
-                .where(outbox.c.id == row.id)
+                .where(*_still_ours(row))
                 .values(state=OutboxState.FAILED.value, last_error=error[:2000], claimed_at=None)
             )
+            if failed.rowcount != 1:
+                return  # taken over meanwhile (another process settled it): not ours to fail
             if row.ticket_id is not None:
                 await conn.execute(
                     ticket_events.insert().values(

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,6 +52,7 @@ from bot.store import (
 )
 from bot.tasks import call_observers
 from bot.templates import TemplatesFile, render_ack
+from bot.textlimits import storable
 from handlers import HandlerContext, plan_for
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,38 @@ class _Delivery:
     done: asyncio.Future[None] | None = field(default=None, repr=False)  # None: direct
 
 
+_TEXT_FIELDS: Final = (
+    "external_id",
+    "author_id",
+    "author_handle",
+    "text",
+    "thread_id",
+    "in_reply_to_id",
+    "url",
+    "reply_url",
+)
+
+
+def _storable(m: Mention) -> Mention:
+    """``m`` with any NUL or lone surrogate replaced: neither database could store it.
+
+    A platform could send one; refusing the mention would lose it, and failing the group
+    would stall its source, so the characters are replaced (U+FFFD, "?") instead.
+    """
+    bad = {
+        name: value
+        for name in _TEXT_FIELDS
+        if isinstance(value := getattr(m, name), str) and not storable(value)
+    }
+    if not bad:
+        return m
+    fixed: dict[str, Any] = {
+        name: value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+        for name, value in bad.items()
+    }
+    return replace(m, **fixed)
+
+
 def _verdict(verdicts: Mapping[int, Verdict] | None, s: StoredMention) -> Verdict | None:
     """The verdict made before the transaction for this mention object, if any."""
     return verdicts.get(id(s.mention)) if verdicts is not None else None
@@ -220,6 +253,7 @@ class Pipeline:
         """
         if self._closed:
             raise RuntimeError("carebot is stopping: no more intake")
+        batch = [_storable(m) for m in batch]
         if not self._writing:
             await self._commit_group([_Delivery(batch, cursor)])
             return

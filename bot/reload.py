@@ -1,7 +1,8 @@
 """Hot reload: a changed config directory is validated, then swapped in whole, or refused.
 
 The watcher looks at the config directory's files (``*.yaml`` and model ``*.json``) every
-``interval``; SIGHUP forces a look. A change is loaded exactly as at start-up (every file,
+``interval`` and loads a change once the files stayed unchanged for one look; SIGHUP loads
+at once. A change is loaded exactly as at start-up (every file,
 every cross-check). Valid: the rules, model, templates, escalation policies, screening
 lists, brand name, reopen window and ack cap take effect for the next mention; tickets keep
 the policy snapshot they were opened with. Invalid: refused, the running config stays,
@@ -67,14 +68,17 @@ class ConfigReloader:
         current: Config,
         environ: Mapping[str, str],
         apply: Callable[[Config], None],
+        *,
         alert: Callable[[str], Awaitable[None]] | None = None,
         interval: timedelta = timedelta(seconds=2),
+        mask: Callable[[str], str] = lambda text: text,
     ) -> None:
         self.current = current
         self._environ = environ
         self._apply = apply
         self._alert = alert
         self._interval = interval
+        self._mask = mask  # the alert leaves the process: no secret in it
         self._asked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self.reloads = 0
@@ -88,6 +92,7 @@ class ConfigReloader:
         """Watch until cancelled."""
         directory = self.current.directory
         self._seen = await asyncio.to_thread(fingerprint, directory)
+        settling: Fingerprint | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._asked.wait(), self._interval.total_seconds())
@@ -98,9 +103,13 @@ class ConfigReloader:
             except OSError as exc:
                 logger.warning("config reload: cannot read %s: %s", directory, exc)
                 continue
-            if now != self._seen or forced:
-                self._seen = now  # a refused change is not retried until the files change
-                await self.reload()
+            if not forced and (now == self._seen or now != settling):
+                # a change is read once the files stayed the same for one look: an editor
+                # or a deploy still writing them must not get half a config applied
+                settling = None if now == self._seen else now
+                continue
+            self._seen, settling = now, None  # a refused change is not retried until edited
+            await self.reload()
 
     async def reload(self) -> bool:
         """Load the directory again; apply it if valid. True when applied."""
@@ -133,6 +142,6 @@ class ConfigReloader:
         if self._alert is None:
             return
         try:
-            await self._alert(f"<pre>{html.escape(text[:3500])}</pre>")
+            await self._alert(f"<pre>{html.escape(self._mask(text)[:3500])}</pre>")
         except Exception:
             logger.exception("config reload: could not post the alert to the staff chat")

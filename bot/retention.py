@@ -79,70 +79,65 @@ class Retention:
         return Purged(ticket_count, mention_count)
 
     async def _batch(self, cutoff: datetime) -> tuple[int, int]:
+        # The conditions are repeated in each UPDATE: a ticket reopened (or a mention decided)
+        # between the SELECT and the UPDATE on PostgreSQL must keep its data.
+        due_ticket = and_(
+            tickets.c.state == TicketState.RESOLVED.value,
+            tickets.c.resolved_at < cutoff,
+            or_(tickets.c.customer_id != ERASED, tickets.c.customer_handle != ERASED),
+        )
+        due_mention = and_(
+            mentions.c.received_at < cutoff,
+            mentions.c.status != MentionStatus.RECEIVED.value,  # undecided: keep
+            or_(mentions.c.text != ERASED, mentions.c.author_id != ERASED),
+            or_(
+                mentions.c.ticket_id.is_(None),
+                mentions.c.ticket_id.in_(
+                    select(tickets.c.id).where(
+                        tickets.c.state == TicketState.RESOLVED.value,
+                        tickets.c.resolved_at < cutoff,
+                    )
+                ),
+            ),
+        )
         async with self._store.write() as conn:
             ticket_ids = list(
-                (
-                    await conn.execute(
-                        select(tickets.c.id)
-                        .where(
-                            tickets.c.state == TicketState.RESOLVED.value,
-                            tickets.c.resolved_at < cutoff,
-                            or_(
-                                tickets.c.customer_id != ERASED,
-                                tickets.c.customer_handle != ERASED,
-                            ),
-                        )
-                        .limit(BATCH)
-                    )
-                ).scalars()
+                (await conn.execute(select(tickets.c.id).where(due_ticket).limit(BATCH))).scalars()
             )
             if ticket_ids:
-                await conn.execute(
-                    update(tickets)
-                    .where(tickets.c.id.in_(ticket_ids))
-                    .values(customer_id=ERASED, customer_handle=ERASED, reasons=[])
+                erased = list(
+                    (
+                        await conn.execute(
+                            update(tickets)
+                            .where(tickets.c.id.in_(ticket_ids), due_ticket)
+                            .values(customer_id=ERASED, customer_handle=ERASED, reasons=[])
+                            .returning(tickets.c.id)
+                        )
+                    ).scalars()
                 )
-                await conn.execute(
-                    update(ticket_events)
-                    .where(ticket_events.c.ticket_id.in_(ticket_ids))
-                    .values(reason=ERASED, data=None)
-                )
-                await conn.execute(
-                    update(outbox)
-                    .where(
-                        outbox.c.ticket_id.in_(ticket_ids),
-                        outbox.c.state.in_([OutboxState.SENT.value, OutboxState.FAILED.value]),
+                if erased:
+                    await conn.execute(
+                        update(ticket_events)
+                        .where(ticket_events.c.ticket_id.in_(erased))
+                        .values(reason=ERASED, data=None)
                     )
-                    .values(text=ERASED, destination={})
-                )
+                    await conn.execute(
+                        update(outbox)
+                        .where(
+                            outbox.c.ticket_id.in_(erased),
+                            outbox.c.state.in_([OutboxState.SENT.value, OutboxState.FAILED.value]),
+                        )
+                        .values(text=ERASED, destination={})
+                    )
             mention_ids = list(
                 (
-                    await conn.execute(
-                        select(mentions.c.id)
-                        .where(
-                            mentions.c.received_at < cutoff,
-                            mentions.c.status != MentionStatus.RECEIVED.value,  # undecided
-                            or_(mentions.c.text != ERASED, mentions.c.author_id != ERASED),
-                            or_(
-                                mentions.c.ticket_id.is_(None),
-                                mentions.c.ticket_id.in_(
-                                    select(tickets.c.id).where(
-                                        and_(
-                                            tickets.c.state == TicketState.RESOLVED.value,
-                                            tickets.c.resolved_at < cutoff,
-                                        )
-                                    )
-                                ),
-                            ),
-                        )
-                        .limit(BATCH)
-                    )
+                    await conn.execute(select(mentions.c.id).where(due_mention).limit(BATCH))
                 ).scalars()
             )
             if mention_ids:
                 await conn.execute(
                     update(mentions)
-                    .where(mentions.c.id.in_(mention_ids))
+                    .where(mentions.c.id.in_(mention_ids), due_mention)
                     .values(
                         text=ERASED,
                         author_id=ERASED,

@@ -102,7 +102,12 @@ class WebServer:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         self.port = self._runner.addresses[0][1]
         logger.info("HTTP server on %s:%s", self._host, self.port)
 

@@ -23,6 +23,7 @@ async def test_three_kill_9s_lose_nothing_and_double_nothing(db_url: str, tmp_pa
     assert figures["lost"] == 0
     assert figures["duplicate_tickets"] == 0
     assert figures["duplicate_acks"] == 0
+    assert figures["resends_refused"] == 0  # not even an attempt X had to refuse
     assert figures["missed_acks"] == 0
     assert figures["duplicate_notices"] <= figures["kills"]  # the documented bound
     assert figures["exit_code"] == 0  # the last one stopped cleanly on SIGTERM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import aiohttp
@@ -10,6 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from bot.errors import StartupError
 from bot.sandbox.x_fake import FakeX, Fault
 from tests.conftest import ConfigDir
 from tests.harness import Service, eventually, make_config, polls_after, start_service
@@ -82,3 +84,59 @@ async def test_readyz_is_not_ready_when_the_database_is_gone(
         assert (await _get(svc, "/healthz"))[0] == 200  # alive all the same
     finally:
         await svc.shutdown()
+
+
+async def test_connection_resets_and_slow_answers_on_a_send_are_retried_into_one_reply(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX
+) -> None:
+    config = make_config(
+        config_copy,
+        sqlite_url,
+        platforms={"x": {"request_timeout": "1s"}},
+        outbox={"backoff_base": "50ms", "backoff_max": "200ms"},
+    )
+    svc = await start_service(config, fake_x)
+    try:
+        await polls_after(fake_x, 1)
+        # the connection is cut before X handles the post, then X answers after our timeout
+        # without posting (a slow gateway), then it works
+        fake_x.fail_next("create_tweet", Fault(reset=True), Fault(status=503, delay=1.5))
+        tweet = fake_x.inject_mention(author="jenny_k", text=COMPLAINT)
+        await eventually(lambda: bool(fake_x.posts_in_reply_to(tweet)), timeout=30)
+        await eventually(lambda: _readyz_is(svc, "ready"))
+    finally:
+        await svc.shutdown()
+    assert len(fake_x.posts_in_reply_to(tweet)) == 1
+    attempts = [r for r in fake_x.requests if r.route == "create_tweet"]
+    assert len(attempts) >= 3  # the reset, the slow one, the one that worked
+    [row] = [o for o in await svc.outbox() if o["kind"] == "ack"]
+    assert row["state"] == "sent"
+
+
+async def test_a_taken_port_is_a_clear_startup_error(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = make_config(config_copy, sqlite_url, env={"CAREBOT_HTTP_PORT": str(port)})
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}.*HTTP_PORT"):
+            await start_service(config, fake_x)
+
+
+async def test_a_nul_or_a_lone_surrogate_from_a_platform_is_stored_replaced_not_lost(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX
+) -> None:
+    svc = await start_service(make_config(config_copy, db_url), fake_x)
+    try:
+        await polls_after(fake_x, 1)
+        tweet = fake_x.inject_mention(
+            author="jenny_k", text="@acme_care my order\x00 never came \ud83d back"
+        )
+        await eventually(lambda: bool(fake_x.posts_in_reply_to(tweet)))
+    finally:
+        await svc.shutdown()
+    [m] = [m for m in await svc.mentions() if m["external_id"] == tweet]
+    assert m["text"] == "@acme_care my order\ufffd never came ? back"
+    assert m["status"] == "ticketed"

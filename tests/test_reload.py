@@ -89,7 +89,11 @@ def test_sighup_reloads_a_running_process_and_refuses_a_broken_config(tmp_path: 
     try:
         asyncio.run(_wait_for(log, "carebot running"))
         templates = config / "templates.yaml"
-        templates.write_text(templates.read_text().replace("Good question", "Great question"))
+        # same size, same modification time: the watcher cannot see it, only SIGHUP can
+        before = templates.stat()
+        templates.write_text(templates.read_text().replace("Good question", "Fine question"))
+        os.utime(templates, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert templates.stat().st_size == before.st_size
         proc.send_signal(signal.SIGHUP)
         asyncio.run(_wait_for(log, "config reloaded"))
         (config / "carebot.yaml").write_text("brand: [not, a, mapping\n")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 
 from bot.clock import SystemClock
+from bot.config import load_config
+from bot.errors import ConfigError
 from bot.models import mentions, tickets
 from bot.retention import Retention
 from bot.sandbox.x_fake import FakeX
@@ -49,7 +52,8 @@ async def test_old_resolved_tickets_and_old_unticketed_mentions_are_erased(
             .where(tickets.c.id == ticket_of[handle])
             .values(state="resolved", resolved_at=resolved_at)
         )
-    for handle in ("old_resolved", "old_open", "deals_robot"):
+    # new_resolved's mention is old too: its ticket was resolved lately, so it stays
+    for handle in ("old_resolved", "old_open", "deals_robot", "new_resolved"):
         await svc.execute(
             update(mentions).where(mentions.c.author_handle == handle).values(received_at=OLD)
         )
@@ -78,12 +82,31 @@ async def test_old_resolved_tickets_and_old_unticketed_mentions_are_erased(
     assert all(e["reason"] == "" and e["data"] is None for e in events)
     assert all(o["text"] == "" for o in await svc.outbox() if o["ticket_id"] == old_ticket["id"])
 
+    # an old mention not decided yet (its process died before deciding) keeps its text
+    await svc.execute(
+        update(mentions)
+        .where(mentions.c.author_handle == "old_open")
+        .values(status="received", ticket_id=None)
+    )
     engine = make_engine(svc.db_url)
     try:
         again = await Retention(Store(engine, SystemClock()), SystemClock(), 365).purge()
     finally:
         await engine.dispose()
     assert (again.tickets, again.mentions) == (0, 0)  # nothing left to erase
+    kept = {m["author_handle"]: m for m in await svc.mentions()}
+    assert kept["old_open"]["text"] == texts["old_open"]
+
+
+def test_retention_shorter_than_the_reopen_window_is_refused(config_copy: ConfigDir) -> None:
+    config_copy.update("carebot.yaml", retention={"days": 3})
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_copy.path, {})
+    [problem] = caught.value.problems
+    assert problem.file.endswith("carebot.yaml")
+    assert problem.key == "retention.days"
+    assert problem.line is not None
+    assert "reopen_window" in problem.message
 
 
 async def _decided(svc: Service, n: int) -> bool:

@@ -108,9 +108,12 @@ async def test_two_processes_share_the_sources_and_one_takes_over_from_a_killed_
     await fake_x.start()
     await fake_tg.start()
     _config(config_copy, fake_x, fake_tg)
-    procs = [await _spawn(config_copy, db_url, tmp_path / f"p{i}.log") for i in range(2)]
+    procs = [await _spawn(config_copy, db_url, tmp_path / "p0.log")]
     try:
         sources = {"x", "telegram", "outbox:x", "outbox:telegram"}
+        # the first takes every lease as it starts; the second then stands by
+        await eventually(lambda: "carebot running" in (tmp_path / "p0.log").read_text(), 60)
+        procs.append(await _spawn(config_copy, db_url, tmp_path / "p1.log"))
         await eventually(lambda: _both_up(tmp_path), timeout=60)
         await eventually(lambda: _has(db_url, sources), timeout=30)
         first = await _holders(db_url)

@@ -147,6 +147,8 @@ class Fault:
         late: With a 2xx status, handle the request first and wait ``delay`` only before
             sending the answer: the post exists even if the client gives up waiting (a lost
             response, the case that tests exactly-once delivery).
+        reset: Drop the connection instead of answering (a connection reset; after
+            ``delay``).
     """
 
     status: int = 503
@@ -154,6 +156,7 @@ class Fault:
     delay: float = 0.0
     body: str | None = None
     late: bool = False
+    reset: bool = False
 
     def __post_init__(self) -> None:
         if not 200 <= self.status <= 599:
@@ -575,7 +578,7 @@ class FakeX:
         if route == "unknown":
             return await self._unknown_route(request, handler)
         late = self._late_fault(route)
-        faulted = None if late else await self._apply_fault(route)
+        faulted = None if late else await self._apply_fault(route, request)
         if faulted is not None:
             return faulted
         authorization = request.headers.get("Authorization", "")
@@ -608,13 +611,16 @@ class FakeX:
             return queue.popleft()
         return None
 
-    async def _apply_fault(self, route: str) -> web.Response | None:
+    async def _apply_fault(self, route: str, request: web.Request) -> web.Response | None:
         queue = self._faults[route]
         if not queue:
             return None
         fault = queue.popleft()
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.reset and request.transport is not None:
+            request.transport.abort()  # the client sees the connection reset, no answer
+            return web.Response(status=fault.status)  # never reaches the client
         if 200 <= fault.status < 300:
             return None  # "answer normally, just slowly"
         return self._fault_response(route, fault)
