@@ -260,7 +260,9 @@ def _readiness(
     async def check() -> tuple[bool, dict[str, Any]]:
         try:
             await asyncio.wait_for(store.ping(), READY_TIMEOUT)
-            database = "ok"
+            database = (
+                "ok" if store.write_failure is None else f"writes failing: {store.write_failure}"
+            )
         except Exception as exc:  # noqa: BLE001 — any failure means not ready
             database = f"unreachable: {type(exc).__name__}"
         sources: dict[str, str] = {}
@@ -268,7 +270,12 @@ def _readiness(
             lease = adapter.intake_lease
             problem = adapter.intake_problem()
             if lease is not None and not leases.held_now(lease):
-                sources[platform.value] = "standby: another process holds its intake"
+                trouble = leases.trouble.get(lease)
+                sources[platform.value] = (
+                    f"degraded: cannot renew its lease ({trouble})"
+                    if trouble
+                    else "standby: another process holds its intake"
+                )
             elif problem is not None:
                 sources[platform.value] = f"degraded: {problem}"
             else:

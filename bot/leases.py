@@ -100,6 +100,7 @@ class Leases:
         # one acquire per name at a time: two loops of this process sharing a lease (the
         # staff chat and Telegram customers) must not race each other's insert or renewal
         self._locks: dict[str, asyncio.Lock] = {}
+        self.trouble: dict[str, str] = {}  # why a renewal failed (the database is away)
 
     async def acquire(self, name: str) -> bool:
         """Take or renew ``name``; True while this process holds it."""
@@ -170,14 +171,17 @@ class Leases:
         if held is not None and now - held.renewed < self.ttl / 3:
             return True
         try:
-            return await self.acquire(name)
+            got = await self.acquire(name)
         except Exception as exc:  # noqa: BLE001 — the database is away: judge by the clock
             if held is not None and now < held.until - self.ttl / 3:
                 logger.warning("lease %s: cannot renew (%s); held until %s", name, exc, held.until)
                 return True
             if self._held.pop(name, None) is not None:
                 logger.warning("lease %s: cannot renew (%s); giving it up", name, exc)
+            self.trouble[name] = f"{type(exc).__name__}"
             return False
+        self.trouble.pop(name, None)
+        return got
 
     async def release(self, name: str) -> None:
         """Give ``name`` up now, so another process need not wait for it to expire."""

@@ -33,6 +33,7 @@ from bot.clock import Clock
 from bot.config import OutboxConfig
 from bot.domain import Platform
 from bot.errors import AdapterError, AuthError, PermanentError, RateLimited, TransientError
+from bot.faults import FaultLog
 from bot.leases import Leases, holder_gone
 from bot.platforms.base import PlatformAdapter
 from bot.ratelimit import SlidingWindow
@@ -92,6 +93,11 @@ class OutboxSender:
         self._rng = rng or random.Random()
         self._stale_after = stale_after
         self._wakes = {p: asyncio.Event() for p in adapters}
+        # a platform that is down is logged once, not once a row and attempt
+        self._send_faults = {
+            p: FaultLog(logger, f"outbox: sending to {p}", clock) for p in adapters
+        }
+        self._round_faults = {p: FaultLog(logger, f"outbox: {p} round", clock) for p in adapters}
         self._paused: dict[Platform, datetime] = {}
         self._draining = False
         self._last_settle: datetime | None = None
@@ -178,16 +184,17 @@ class OutboxSender:
                     if self._draining:
                         return
                     await self._idle(platform)
-            except Exception:  # e.g. the database is away: delivery must go on
+            except Exception as exc:  # noqa: BLE001 — the database is away, say: logged, retried
                 wait = failures.failed()
-                logger.exception(
-                    "outbox: %s round failed; retrying in %.1fs", platform, wait.total_seconds()
+                self._round_faults[platform].failed(
+                    f"{type(exc).__name__}: {exc}", wait.total_seconds(), unexpected=True
                 )
                 if self._draining:
                     return
                 await asyncio.sleep(wait.total_seconds())
                 continue
             failures.succeeded()
+            self._round_faults[platform].succeeded()
 
     async def stop(self, task: asyncio.Task[None], drain_for: timedelta) -> None:
         """Drain what is due (bounded by ``drain_for``), then end ``task``."""
@@ -339,6 +346,7 @@ class OutboxSender:
 
     def _sent(self, row: OutboxRow, message_id: str) -> None:
         logger.debug("outbox: row %d (%s) sent as %s", row.id, row.kind.value, message_id)
+        self._send_faults[row.platform].succeeded()
         call_observers(self.observers, row, message_id)
 
     async def _send(self, claimed: OutboxRow) -> str | None:
@@ -400,12 +408,8 @@ class OutboxSender:
         delay = jittered(
             row.attempts, self._settings.backoff_base, self._settings.backoff_max, self._rng
         )
-        logger.warning(
-            "outbox: row %d attempt %d failed (%s); retrying in %.1fs",
-            row.id,
-            row.attempts,
-            error,
-            delay.total_seconds(),
+        self._send_faults[row.platform].failed(
+            f"row {row.id} attempt {row.attempts}: {error}", delay.total_seconds()
         )
         await self._store.mark_retry(row, self._clock.now() + delay, error)
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 from sqlalchemy import RowMapping, Table, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -255,6 +256,9 @@ class StoreBase:
         self._pg = engine.dialect.name == "postgresql"
         self._reader = engine.execution_options(**{READ_ONLY: True})
         self._write_lock = None if self._pg else asyncio.Lock()
+        # why the last write transaction could not reach the database (None: it could):
+        # /readyz says not ready meanwhile (SQLite locked by another program, a restart)
+        self.write_failure: str | None = None
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
@@ -267,12 +271,18 @@ class StoreBase:
         loop (a big batch in chunks) can starve the others past the busy timeout. An asyncio
         lock is first-come first-served, so every writer gets its turn between chunks.
         """
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        try:
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+            else:
+                async with self._write_lock, self.engine.begin() as conn:
+                    yield conn
+        except DBAPIError as exc:
+            if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+                self.write_failure = f"{type(exc.orig).__name__}: {exc.orig}"[:200]
+            raise
+        self.write_failure = None
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for reads only (a deferred transaction on SQLite)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 from typing import Any
 
 import aiohttp
@@ -140,3 +141,30 @@ async def test_a_nul_or_a_lone_surrogate_from_a_platform_is_stored_replaced_not_
     [m] = [m for m in await svc.mentions() if m["external_id"] == tweet]
     assert m["text"] == "@acme_care my order\ufffd never came ? back"
     assert m["status"] == "ticketed"
+
+
+async def test_sqlite_locked_by_another_writer_is_not_ready_then_recovers_losing_nothing(
+    config_copy: ConfigDir, sqlite_url: str, fake_x: FakeX
+) -> None:
+    svc = await start_service(make_config(config_copy, sqlite_url), fake_x)
+    blocker = sqlite3.connect(sqlite_url.split(":///", 1)[1], isolation_level=None)
+    try:
+        await polls_after(fake_x, 1)
+        blocker.execute("BEGIN IMMEDIATE")  # another program holds SQLite's one writer
+        tweets = [
+            fake_x.inject_mention(author=f"cust{i}", text=f"{COMPLAINT} (order {i})")
+            for i in range(3)
+        ]
+        # past busy_timeout (10 s) the writes fail with "database is locked": not ready
+        await eventually(lambda: _readyz_is(svc, "not ready"), timeout=60)
+        status, body = await _get(svc, "/readyz")
+        assert status == 503
+        assert "database is locked" in body["database"]
+        blocker.execute("ROLLBACK")
+        await eventually(lambda: all(fake_x.posts_in_reply_to(t) for t in tweets), timeout=60)
+        await eventually(lambda: _readyz_is(svc, "ready"))
+    finally:
+        blocker.close()
+        await svc.shutdown()
+    assert all(len(fake_x.posts_in_reply_to(t)) == 1 for t in tweets)
+    assert len(await svc.tickets()) == 3

@@ -46,6 +46,7 @@ from bot.errors import (
     StartupError,
     TransientError,
 )
+from bot.faults import FaultLog
 from bot.platforms.base import MentionSink, PlatformAdapter
 from bot.store import CursorUpdate, Store
 from bot.tasks import TaskSupervisor
@@ -328,6 +329,7 @@ class MastodonAdapter(PlatformAdapter):
         self._delivered = False
         self.connected = False
         self.last_error: str | None = None
+        self._faults = FaultLog(logger, "Mastodon stream", clock)
 
     @property
     def own_account_ids(self) -> frozenset[str]:
@@ -438,9 +440,15 @@ class MastodonAdapter(PlatformAdapter):
             if reset_at is not None:
                 wait = max(wait, min(reset_at - self._clock.now(), RATE_WAIT_CAP))
             self.last_error = error
-            logger.log(
-                level, "Mastodon stream: %s; reconnecting in %.1fs", error, wait.total_seconds()
-            )
+            if level >= logging.ERROR:  # an operator must act: said every time
+                logger.log(
+                    level,
+                    "Mastodon stream: %s; reconnecting in %.1fs",
+                    error,
+                    wait.total_seconds(),
+                )
+            else:  # the first failure in a row is a warning, repeats go to DEBUG
+                self._faults.failed(error, wait.total_seconds())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=wait.total_seconds())
 
@@ -460,6 +468,7 @@ class MastodonAdapter(PlatformAdapter):
                 try:
                     await self._catch_up(sink)
                     self.connected, self.last_error = True, None
+                    self._faults.succeeded()
                     logger.info("Mastodon stream: connected (cursor %s)", self._cursor)
                     await self._read_stream(sink, resp)
                 finally:
