@@ -32,6 +32,7 @@ from bot.escalation import EscalationSweep
 from bot.leases import Leases
 from bot.live import LiveView
 from bot.logs import RedactSecrets
+from bot.metrics import Metrics
 from bot.migrate import open_database
 from bot.outbox import OutboxSender
 from bot.pipeline import Pipeline, Screening, Tuning
@@ -82,6 +83,7 @@ class Running:
     sweep: EscalationSweep | None = None
     leases: Leases | None = None
     reloader: ConfigReloader | None = None
+    metrics: Metrics | None = None
     web: WebServer | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,6 +159,7 @@ async def run(
         if desk is not None:
             desk.on_queued = sender.wake
         pipeline = running.pipeline = _pipeline(config, store, adapters, sender)
+        metrics = running.metrics = _metrics(clock, pipeline, sender)  # from the first mention
         view = _live_view(config, out, clock, pipeline, sender, desk)
         await pipeline.recover()
 
@@ -172,8 +175,16 @@ async def run(
             _start_sweep(config, running, desk, sender, view, stack, jobs=sweep_jobs)
         _start_retention(config, store, clock, supervisor)
         _start_reloader(config, running, sender, supervisor, environ)
+        _feed_metrics(metrics, running)
         running.web = await _start_web(
-            config, adapters, pipeline, clock, stack, out, _readiness(store, adapters, leases)
+            config,
+            adapters,
+            pipeline,
+            clock,
+            stack,
+            out,
+            _readiness(store, adapters, leases),
+            lambda: metrics.render(store),
         )
         if cb.sandbox.enabled and fake_x is not None and cb.sandbox.traffic_per_minute > 0:
             _start_sandbox_people(
@@ -252,6 +263,27 @@ async def _mastodon(  # noqa: PLR0917 — the composition root passes its parts
     )
 
 
+def _metrics(clock: Clock, pipeline: Pipeline, sender: OutboxSender) -> Metrics:
+    """The service's metrics, counting decisions and deliveries from the start."""
+    metrics = Metrics(clock)
+    pipeline.observers.append(metrics.decided)
+    sender.observers.append(metrics.sent)
+    return metrics
+
+
+def _feed_metrics(metrics: Metrics, running: Running) -> None:
+    """The rest of the parts that see events the metrics count."""
+    if running.sender is not None:
+        running.sender.on_failed = metrics.failed
+        running.sender.on_held_back = metrics.held_back
+    if running.desk is not None:
+        running.desk.on_first_reply = metrics.first_reply
+    if running.sweep is not None:
+        running.sweep.on_escalated = metrics.escalated
+    if running.reloader is not None:
+        running.reloader.on_result = metrics.reloaded
+
+
 def _readiness(
     store: Store, adapters: dict[Platform, PlatformAdapter], leases: Leases
 ) -> Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]:
@@ -296,6 +328,7 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
     stack: AsyncExitStack,
     out: TextIO | None,
     readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None,
+    metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> WebServer | None:
     """Carebot's HTTP server: health and readiness, and the webhooks that are enabled."""
     chat = adapters.get(Platform.STAFF)
@@ -314,6 +347,7 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
         tolerance=hook.timestamp_tolerance,
         telegram=telegram,
         readiness=readiness,
+        metrics=metrics,
     )
     try:
         await server.start()

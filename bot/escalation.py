@@ -88,6 +88,7 @@ class EscalationSweep:
         self._free: dict[int, int] = {}
         self._digests: dict[int, tuple[int, list[int]]] = {}
         self.observers: list[Callable[[str], None]] = []
+        self.on_escalated: Callable[[int], None] = lambda level: None  # ladder level, 1-based
         self.stopping = False  # set at shutdown: run_once ends after its current batch
 
     async def run_once(self) -> int:
@@ -298,6 +299,7 @@ class EscalationSweep:
         if chat_id is None:
             logger.error("ticket %s: staff group %r is not configured", t["id"], notice.group)
             return 0
+        self.on_escalated(notice.step_index + 1)
         existing = await conn.execute(
             select(staff_cards.c.id).where(
                 staff_cards.c.ticket_id == t["id"], staff_cards.c.chat_id == chat_id

@@ -112,6 +112,9 @@ class OutboxSender:
         self._takeover_after = takeover_after
         self._holding: set[Platform] = set()
         self.observers: list[SentObserver] = []
+        self.on_failed: Callable[[OutboxRow], None] = lambda row: None  # given up for good
+        # a send held back: the platform's 429, or our own quota
+        self.on_held_back: Callable[[Platform, str], None] = lambda platform, reason: None
 
     @property
     def _claimer(self) -> str | None:
@@ -240,6 +243,9 @@ class OutboxSender:
         blocked = self._blocked_until(platform, now)
         wake = self._wakes[platform]
         if blocked is not None:
+            window = self._quotas.get(platform)
+            if window is not None and window.wait_until(platform, now) is not None:
+                self.on_held_back(platform, "quota")
             # New rows cannot leave before the block ends: commits must not wake us to spin.
             wait = min(IDLE_POLL, (blocked - now).total_seconds())
             if wait > 0:
@@ -388,6 +394,7 @@ class OutboxSender:
         return None
 
     async def _rate_limited(self, row: OutboxRow, exc: RateLimited) -> None:
+        self.on_held_back(row.platform, "429")
         if exc.reset_at is None:
             await self._retry(row, str(exc))
             return
@@ -404,6 +411,7 @@ class OutboxSender:
                 "outbox: row %d failed after %d attempts: %s", row.id, row.attempts, error
             )
             await self._store.mark_failed(row, f"gave up after {row.attempts} attempts: {error}")
+            self.on_failed(row)
             return
         delay = jittered(
             row.attempts, self._settings.backoff_base, self._settings.backoff_max, self._rng
@@ -423,6 +431,7 @@ class OutboxSender:
                 return
         logger.error("outbox: row %d refused by %s: %s", row.id, row.platform, exc)
         await self._store.mark_failed(row, str(exc))
+        self.on_failed(row)
 
     async def _find(self, adapter: PlatformAdapter, row: OutboxRow) -> str | None:
         try:

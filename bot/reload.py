@@ -79,6 +79,7 @@ class ConfigReloader:
         self._alert = alert
         self._interval = interval
         self._mask = mask  # the alert leaves the process: no secret in it
+        self.on_result: Callable[[bool], None] = lambda applied: None
         self._asked = asyncio.Event()
         self._seen: Fingerprint | None = None
         self.reloads = 0
@@ -118,11 +119,13 @@ class ConfigReloader:
             new = await asyncio.to_thread(load_config, directory, self._environ)
         except ConfigError as exc:
             self.refusals += 1
+            self.on_result(False)
             logger.error("config reload refused; the running config stays:\n%s", exc)
             await self._tell(f"⚠️ Config change refused; the running config stays.\n{exc}")
             return False
         except Exception as exc:  # a file vanished mid-read, say: same as invalid
             self.refusals += 1
+            self.on_result(False)
             logger.exception("config reload failed; the running config stays")
             await self._tell(f"⚠️ Config change could not be loaded ({type(exc).__name__}).")
             return False
@@ -130,6 +133,7 @@ class ConfigReloader:
         self._apply(new)
         self.current = new
         self.reloads += 1
+        self.on_result(True)
         logger.info("config reloaded from %s", directory)
         if later:
             logger.warning(

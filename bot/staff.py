@@ -136,6 +136,8 @@ class StaffDesk:
         self._adapters = adapters
         self._prefix = ref_prefix
         self.on_queued = on_queued
+        # a person answered a ticket's customer for the first time (opened at, now)
+        self.on_first_reply: Callable[[datetime, datetime], None] = lambda opened, now: None
         self.observers: list[Callable[[str], None]] = []
         # set by the app: fires the ladder's next step now (the escalation sweep owns ladders)
         self.escalate: Callable[[int, str], Awaitable[str]] | None = None
@@ -523,5 +525,7 @@ class StaffDesk:
             )
             await self._store.queue_card_edits(conn, ticket_id, now)
         self.on_queued()
+        if ticket["first_response_at"] is None:
+            self.on_first_reply(ticket["created_at"], now)
         self._tell(f"{member.name} replied to {ref}: “{body[:80]}”")
         return ReplyResult(f"Reply to {ref} queued for @{ticket['customer_handle']}.", True)

@@ -177,6 +177,7 @@ class OutboxRow:
     attempts: int
     claimed_at: datetime | None
     claimed_by: str | None = None
+    created_at: datetime | None = None  # written with the mention: receipt, for an ack
 
     @classmethod
     def from_row(cls, row: RowMapping) -> OutboxRow:
@@ -192,6 +193,7 @@ class OutboxRow:
             attempts=row["attempts"],
             claimed_at=row["claimed_at"],
             claimed_by=row.get("claimed_by"),
+            created_at=row.get("created_at"),
         )
 
 

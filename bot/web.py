@@ -1,6 +1,7 @@
 """carebot's own HTTP server (aiohttp, in our loop).
 
 ``GET /healthz`` (alive), ``GET /readyz`` (database reachable, each source's state),
+``GET /metrics`` (Prometheus),
 ``POST /ingest`` for webhook sources, ``POST /telegram`` for Telegram's webhook.
 """
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.clock import Clock
+from bot.metrics import PROMETHEUS_CONTENT_TYPE
 from bot.platforms.base import MentionSink
 from bot.platforms.telegram_staff import UpdateNotStored
 from bot.platforms.webhook import (
@@ -46,6 +48,7 @@ class WebServer:
         tolerance: timedelta,
         telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None,
         readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._sink = sink
@@ -55,6 +58,7 @@ class WebServer:
         self._tolerance = tolerance
         self._telegram = telegram
         self._readiness = readiness
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -63,6 +67,8 @@ class WebServer:
         application = web.Application(client_max_size=self._max_body)
         application.router.add_get("/healthz", self._healthz)
         application.router.add_get("/readyz", self._readyz)
+        if self._metrics is not None:
+            application.router.add_get("/metrics", self._metrics_page)
         if self._secret is not None:
             application.router.add_post("/ingest", self._ingest)
         if self._telegram is not None:
@@ -81,6 +87,13 @@ class WebServer:
             return web.json_response({"status": "ready"})
         ready, report = await self._readiness()
         return web.json_response(report, status=200 if ready else 503)
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        """Prometheus exposition text."""
+        del request
+        assert self._metrics is not None  # noqa: S101 — the route exists only then
+        body = await self._metrics()
+        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     async def _telegram_update(self, request: web.Request) -> web.Response:
         assert self._telegram is not None  # noqa: S101 — the route exists only then
