@@ -110,7 +110,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return cli_tools.run(args, config, env)
     from bot.logs import configure  # noqa: PLC0415
 
-    redact = configure(config.carebot.logging.level, config.secret_values())
+    logs = config.carebot.logging
+    redact = configure(
+        logs.level,
+        config.secret_values(),
+        levels=logs.levels,
+        json_lines=None if logs.format == "auto" else logs.format == "json",
+    )
 
     def masked_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
         sys.stderr.write(redact.mask("".join(traceback.format_exception(kind, exc, tb))))

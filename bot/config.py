@@ -296,6 +296,10 @@ class LoggingConfig(_Model):
     """Log levels."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # per logger, e.g. {bot.outbox: DEBUG}; tweepy and httpx never go below INFO / WARNING
+    levels: dict[str, Literal["DEBUG", "INFO", "WARNING", "ERROR"]] = Field(default_factory=dict)
+    # json lines, readable text, or auto: JSON unless stderr is a terminal
+    format: Literal["auto", "json", "text"] = "auto"
 
 
 class CarebotFile(_Model):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final
 
+from bot import logs
 from bot.backoff import Backoff, jittered
 from bot.clock import Clock
 from bot.config import OutboxConfig
@@ -357,6 +358,10 @@ class OutboxSender:
 
     async def _send(self, claimed: OutboxRow) -> str | None:
         """Call the platform for one row: its message id, or None (the row was settled)."""
+        with logs.bound(ticket=claimed.ticket_id, outbox_row=claimed.id):  # every log line
+            return await self._send_bound(claimed)
+
+    async def _send_bound(self, claimed: OutboxRow) -> str | None:
         if self.paused_until(claimed.platform) is not None:  # paused by an earlier row
             await self._store.mark_retry(
                 claimed,

@@ -101,3 +101,4 @@ async def test_no_token_in_any_log_line_at_debug(
     assert "Making API request" in logged  # tweepy, with its Authorization headers
     assert f"Bearer {REDACTED}" in logged
     assert f"/bot{REDACTED}/sendMessage" in logged  # httpx: PTB's URLs carry the token
+    assert '"outbox_id"' in logged  # JSON lines (not a terminal), a send's lines bound to its row
