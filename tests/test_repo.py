@@ -77,3 +77,24 @@ def test_classify_explains_which_rules_fired(
     assert code == 0
     assert out.startswith("complaint (confidence ")
     assert "rule 'money-trouble': 'refund' → complaint" in out
+
+
+def test_compose_runs_two_processes_on_postgresql_with_secrets_from_the_environment() -> None:
+    import yaml
+
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text(encoding="utf-8"))
+    db, app = compose["services"]["db"], compose["services"]["carebot"]
+    assert db["image"].startswith("postgres:")
+    assert "pg_isready" in db["healthcheck"]["test"]
+    assert app["build"] == "."
+    assert app["depends_on"]["db"]["condition"] == "service_healthy"
+    assert app["deploy"]["replicas"] >= 2  # the scaled set-up the leases make safe
+    env = app["environment"]
+    assert env["CAREBOT_DATABASE_URL"].startswith("postgresql+asyncpg://")
+    assert "@db/" in env["CAREBOT_DATABASE_URL"]
+    secrets = [k for k in env if any(w in k for w in ("TOKEN", "SECRET", "KEY"))]
+    assert secrets
+    assert all(str(env[k]).startswith("${") for k in secrets)  # from the environment only
+    assert "${CAREBOT_DB_PASSWORD" in db["environment"]["POSTGRES_PASSWORD"]
+    assert "./config:/app/config:ro" in app["volumes"]  # where the image reads its config
+    assert "ports" not in app  # two replicas cannot share a host port
