@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-config", parents=[common], help="validate the config files and environment"
     )
+    sub.add_parser(
+        "config-reference",
+        parents=[common],
+        help="print every carebot.yaml key with its default and meaning (Markdown)",
+    )
     cli_tools.add_parsers(sub, common)
     return parser
 
@@ -105,6 +110,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_CONFIG
     if args.command == "check-config":
         sys.stdout.write(f"configuration OK: {config.directory}\n")
+        return EXIT_OK
+    if args.command == "config-reference":
+        from bot.reference import render  # noqa: PLC0415
+
+        sys.stdout.write(render(config.directory))
         return EXIT_OK
     if args.command in TOOLS:
         return cli_tools.run(args, config, env)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import X_SECRET_VARS, load_config
+from bot.config import X_SECRET_VARS, CarebotFile, load_config
 from bot.errors import ConfigError
+from bot.reference import comments, default_of, leaves, stated_default
 from tests.conftest import REPO, ConfigDir
 
 
@@ -278,3 +279,22 @@ def test_an_unreachable_database_stops_start_up_with_exit_3(
     assert code == 3
     assert "carebot: cannot start: cannot open the database sqlite+aiosqlite:///" in err
     assert "unable to open database file" in err
+
+
+def test_the_readme_config_reference_is_what_the_command_prints_and_every_key_is_documented(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config-reference", "--config", str(REPO / "config")], environ={}) == 0
+    printed = capsys.readouterr().out
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- config-reference -->\n", 1)[1].split("<!-- /config-reference", 1)[0]
+    assert block == printed  # regenerate: carebot config-reference --config config
+    notes = comments((REPO / "config" / "carebot.yaml").read_text(encoding="utf-8"))
+    for path, field in leaves(CarebotFile):
+        key = ".".join(path)
+        assert notes.get(path), f"config/carebot.yaml has no comment above {key}"
+        stated = stated_default(notes[path])
+        assert stated is not None, f"{key}: the comment states no default"
+        default = default_of(field)
+        if not default.startswith(("{", "[")) or default in ("{}", "[]"):
+            assert stated.split(" (")[0] == default, f"{key}: comment {stated!r}, code {default!r}"
