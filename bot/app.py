@@ -329,7 +329,7 @@ async def _start_web(  # noqa: PLR0917 — the composition root passes its parts
     out: TextIO | None,
     readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]] | None = None,
     metrics: Callable[[], Awaitable[bytes]] | None = None,
-) -> WebServer | None:
+) -> WebServer:
     """Carebot's HTTP server: health and readiness, and the webhooks that are enabled."""
     chat = adapters.get(Platform.STAFF)
     telegram: tuple[Callable[[object], Awaitable[None]], SecretStr] | None = None

@@ -16,7 +16,6 @@ from typing import Any, Final
 
 from sqlalchemy import RowMapping, func, select, update
 
-from bot import logs
 from bot.config import StaffConfig
 from bot.domain import TRIAGE_PREFIX, Category, OutboxKind, Platform, TicketState
 from bot.escalation import reschedule
@@ -209,10 +208,6 @@ class StaffDesk:
 
     async def act(self, action: Action, user_id: int, actor_label: str) -> Outcome:
         """Decide and apply one staff action; record refusals too."""
-        with logs.bound(ticket=action.ticket_id):  # on every log line of the action
-            return await self._act(action, user_id, actor_label)
-
-    async def _act(self, action: Action, user_id: int, actor_label: str) -> Outcome:
         member = self.members.get(user_id)
         loaded = await self.load(action.ticket_id)
         if loaded is None:
@@ -466,18 +461,6 @@ class StaffDesk:
         chat_id: int = 0,
     ) -> ReplyResult:
         """Relay a staff reply to the customer in the original thread, through the outbox."""
-        with logs.bound(ticket=ticket_id):  # on every log line of the reply
-            return await self._reply(ticket_id, user_id, actor_label, text, message_id, chat_id)
-
-    async def _reply(  # noqa: PLR0917 — the parts of one staff message
-        self,
-        ticket_id: int,
-        user_id: int,
-        actor_label: str,
-        text: str,
-        message_id: int,
-        chat_id: int,
-    ) -> ReplyResult:
         member = self.members.get(user_id)
         loaded = await self.load(ticket_id)
         if loaded is None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Iterator
-
-import pytest
 
 from bot.app import Running, run
 from bot.config import load_config
@@ -28,21 +25,6 @@ X_SECRETS = {
 WEBHOOK_SECRET = "webhookSecretNeverInLogs2026"
 LIBRARIES = ("tweepy", "telegram", "httpx", "httpcore", "aiohttp", "apscheduler", "bot")
 SUPPORT = -1001000000001
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in LIBRARIES}
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
-    for name, old in levels.items():
-        logging.getLogger(name).setLevel(old)
 
 
 async def test_no_token_in_any_log_line_at_debug(

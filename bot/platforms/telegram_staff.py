@@ -43,6 +43,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot import logs
 from bot.clock import Clock
 from bot.domain import Mention, Platform
 from bot.errors import (
@@ -379,7 +380,10 @@ class TelegramStaffChat(PlatformAdapter):
         if action is None:
             await query.answer("This button is not valid any more.", show_alert=True)
             return
-        outcome = await self._desk.act(action, query.from_user.id, self._label(query.from_user))
+        with logs.bound(ticket=action.ticket_id):  # on every log line of the action
+            outcome = await self._desk.act(
+                action, query.from_user.id, self._label(query.from_user)
+            )
         await query.answer(outcome.message[:200], show_alert=outcome.refused)
 
     async def _on_reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -396,14 +400,15 @@ class TelegramStaffChat(PlatformAdapter):
                     message, "To answer a customer, reply to their ticket's card (/ticket N)."
                 )
             return  # otherwise staff are talking among themselves
-        result = await self._desk.reply(
-            ticket_id,
-            message.from_user.id,
-            self._label(message.from_user),
-            message.text or "",
-            message.message_id,
-            chat_id=message.chat_id,
-        )
+        with logs.bound(ticket=ticket_id):  # on every log line of the reply
+            result = await self._desk.reply(
+                ticket_id,
+                message.from_user.id,
+                self._label(message.from_user),
+                message.text or "",
+                message.message_id,
+                chat_id=message.chat_id,
+            )
         if not result.queued:
             await self._answer(message, result.message)
 
