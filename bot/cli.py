@@ -22,7 +22,7 @@ EXIT_OK: Final = 0
 EXIT_CONFIG: Final = 1
 EXIT_STARTUP: Final = 3
 TOOLS: Final = frozenset(
-    {"classify", "eval", "train", "replay", "export-labels", "export-mentions"}
+    {"classify", "eval", "train", "replay", "export-labels", "export-mentions", "report"}
 )
 
 

@@ -1,4 +1,4 @@
-"""The operator's tuning commands: classify, eval, train, replay, export-labels/-mentions.
+"""The operator's tools: classify, eval, train, replay, export-labels/-mentions, report.
 
 None of them sends anything or changes the database; ``train`` writes one model file.
 Long runs show a progress bar on stderr when it is a terminal.
@@ -81,9 +81,32 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         ex.add_argument(
             "--since", metavar="DURATION", help="only the last DURATION, such as 7d or 12h"
         )
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="support figures for a period: volume, ack latency, first response, SLA, "
+        "reopens, complaint terms (reads the database, writes nothing)",
+    )
+    report.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="start: a duration back from now (7d, 24h, 90m) or an ISO date or time, UTC "
+        "(default: 7d)",
+    )
+    report.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="end, in the same forms; a date means the end of that day (default: now)",
+    )
+    report.add_argument(
+        "--png", type=Path, metavar="FILE", help="also write a chart of volume by category"
+    )
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
-def run(args: argparse.Namespace, config: Config, environ: Mapping[str, str]) -> int:
+def run(  # noqa: PLR0911 — one return per command
+    args: argparse.Namespace, config: Config, environ: Mapping[str, str]
+) -> int:
     """Run one tuning command; return the exit code.
 
     ``environ`` is the environment the command was given (``--against`` loads with it too).
@@ -97,6 +120,10 @@ def run(args: argparse.Namespace, config: Config, environ: Mapping[str, str]) ->
             return _train(config, args.file, args.base, args.out)
         if args.command == "replay":
             return _replay(config, args.file, args.against, args.json, environ)
+        if args.command == "report":
+            from bot.report import run as report  # noqa: PLC0415 — loaded only for it
+
+            return report(config, args)
         return _export(config, args.command, args.out, args.since)
     except (LabelledError, ReplayError) as exc:
         sys.stderr.write(f"carebot {args.command}: {exc}\n")
