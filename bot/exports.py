@@ -88,6 +88,7 @@ async def _mention_pages(
                     tickets.c.mention_id.in_([r["id"] for r in rows]),
                     outbox.c.state == OutboxState.SENT.value,
                     outbox.c.external_id.is_not(None),
+                    outbox.c.platform == tickets.c.platform,  # not the staff chat's messages
                 )
                 .order_by(outbox.c.id)
             )
