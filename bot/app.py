@@ -29,6 +29,7 @@ from bot.config import Config, XCredentials
 from bot.domain import Platform
 from bot.errors import StartupError
 from bot.escalation import EscalationSweep
+from bot.incidents import IncidentDesk
 from bot.leases import Leases
 from bot.live import LiveView
 from bot.logs import RedactSecrets
@@ -52,6 +53,7 @@ from bot.sandbox.traffic import (
     DEFAULT_BOT_AUTHORS,
     SampleMention,
     TrafficGenerator,
+    run_outage,
     run_traffic,
 )
 from bot.sandbox.x_fake import FakeX
@@ -80,6 +82,7 @@ class Running:
     fake_telegram: FakeTelegram | None = None
     fake_mastodon: FakeMastodon | None = None
     desk: StaffDesk | None = None
+    incidents: IncidentDesk | None = None
     sweep: EscalationSweep | None = None
     leases: Leases | None = None
     reloader: ConfigReloader | None = None
@@ -172,7 +175,7 @@ async def run(
         for adapter in adapters.values():
             await _start_intake(adapter, pipeline, supervisor, leases, stack)
         if desk is not None:
-            _start_sweep(config, running, desk, sender, view, stack, jobs=sweep_jobs)
+            _start_sweep(config, running, desk, sender, view, stack, supervisor, jobs=sweep_jobs)
         _start_retention(config, store, clock, supervisor)
         _start_reloader(config, running, sender, supervisor, environ)
         _feed_metrics(metrics, running)
@@ -382,6 +385,22 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
         adapters=adapters,
         ref_prefix=cb.tickets.ref_prefix,
     )
+
+    def tuning() -> Tuning:  # a reload swaps it: follow-ups use the current templates
+        return running.pipeline.tuning if running.pipeline else tuning_for(config)
+
+    desk.templates = lambda: tuning().templates
+    desk.brand = lambda: tuning().brand
+    if cb.incidents.enabled:
+        desk.incidents = running.incidents = IncidentDesk(
+            store=store,
+            config=cb.incidents,
+            staff=cb.staff,
+            adapters=adapters,
+            templates=lambda: tuning().templates,
+            brand=lambda: tuning().brand,
+            ref_prefix=cb.tickets.ref_prefix,
+        )
     root, token = cb.staff.telegram_api_base_url, config.telegram_staff_token
     if cb.sandbox.enabled:
         fake_telegram = await _start_fake_telegram(stack, fake_telegram)
@@ -450,6 +469,7 @@ def _start_sweep(  # noqa: PLR0917 — the composition root passes its parts
     sender: OutboxSender,
     view: LiveView | None,
     stack: AsyncExitStack,
+    supervisor: TaskSupervisor,
     *,
     jobs: bool,
 ) -> None:
@@ -463,10 +483,18 @@ def _start_sweep(  # noqa: PLR0917 — the composition root passes its parts
         budget=_chat_budget(running.adapters),
     )
     desk.escalate = sweep.escalate_now
+    if running.incidents is not None:
+        running.incidents.on_queued = sender.wake
     if view is not None:
         sweep.observers.append(view.staff)
+        if running.incidents is not None:
+            running.incidents.observers.append(view.staff)
     if jobs:
         _schedule_sweep(sweep, config.carebot.staff.sweep_interval, stack)
+        if running.incidents is not None:
+            _ = supervisor.spawn(  # cancelled with the supervisor's other tasks
+                running.incidents.run(config.carebot.staff.sweep_interval), name="incidents"
+            )
 
 
 def _start_reloader(
@@ -627,6 +655,7 @@ def tuning_for(config: Config) -> Tuning:
         brand=cb.brand.name,
         max_acks_per_author_per_hour=cb.screening.max_acks_per_author_per_hour,
         reopen_window=cb.tickets.reopen_window,
+        incident_categories=frozenset(cb.incidents.categories if cb.incidents.enabled else ()),
     )
 
 
@@ -664,6 +693,10 @@ def _start_staff_simulator(
         chats=[g.chat_id for g in staff.groups],
         members=[TgUser(m.telegram_user_id, m.name) for m in staff.members],
         rng=random.Random(config.carebot.sandbox.seed),
+        leads=[TgUser(m.telegram_user_id, m.name) for m in staff.members if m.role == "lead"],
+        lead_chat=staff.chat_of(config.carebot.incidents.group or staff.alerts_group)
+        if config.carebot.incidents.enabled
+        else None,
     )
     flag = asyncio.Event()
     task = supervisor.spawn(sim.run(flag), name="sandbox-staff")
@@ -687,6 +720,19 @@ def _start_traffic(
         ("sandbox-traffic", None, 1.0),
         *((f"sandbox-traffic-{name}", inject, 3.0) for name, inject in others.items()),
     ]
+    if sandbox.outage_after is not None:
+        task = supervisor.spawn(
+            run_outage(
+                lambda sample: fake.inject_mention(author=sample.author, text=sample.text),
+                TrafficGenerator(rng=random.Random(rng.random()), brand=brand),
+                after=sandbox.outage_after.total_seconds(),
+                complaints=sandbox.outage_complaints,
+                over=60.0,
+                stop=flag,
+            ),
+            name="sandbox-outage",
+        )
+        stack.push_async_callback(_stop_task, flag, task)
     for name, inject, first in channels:
         task = supervisor.spawn(
             run_traffic(

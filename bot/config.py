@@ -61,6 +61,9 @@ SECRET_ENV: Final = {
     ("platforms", "x", "access_token_secret"): "CAREBOT_X_ACCESS_TOKEN_SECRET",
     ("staff", "token"): "CAREBOT_TELEGRAM_STAFF_TOKEN",
     ("platforms", "mastodon", "access_token"): "CAREBOT_MASTODON_ACCESS_TOKEN",
+    ("platforms", "webhook", "secret"): "CAREBOT_WEBHOOK_SECRET",
+    ("staff", "telegram_webhook_secret"): "CAREBOT_TELEGRAM_WEBHOOK_SECRET",
+    ("database", "password"): "CAREBOT_DATABASE_URL",  # the whole URL, password included
 }
 X_SECRET_VARS: Final = (
     "CAREBOT_X_BEARER_TOKEN",
@@ -197,6 +200,10 @@ class SandboxConfig(_Model):
     seed: int | None = None
     poll_interval: Duration = timedelta(seconds=1)
     live_log: bool = True
+    # a storm of complaints about one outage (the checkout) this long after start; null: none
+    outage_after: Duration | None = timedelta(seconds=90)
+    # how many customers complain in it (over about a minute)
+    outage_complaints: int = Field(default=30, ge=1, le=100_000)
 
 
 class ScreeningConfig(_Model):
@@ -287,9 +294,54 @@ class StaffConfig(_Model):
             )
         return self
 
+    def chat_of(self, name: str | None) -> int | None:
+        """The chat id of the group named ``name`` (None: no such group)."""
+        return next((g.chat_id for g in self.groups if g.name == name), None)
+
     def alerts_chat(self) -> int | None:
         """The alerts group's chat id (None: alerts are logged only)."""
         return next((g.chat_id for g in self.groups if g.name == self.alerts_group), None)
+
+
+class SurgeConfig(_Model):
+    """When similar complaints come in fast enough to be a surge worth an alert."""
+
+    # this many complaints from different customers on one platform sharing a term ...
+    threshold: int = Field(default=20, ge=2, le=100_000)
+    # ... within this long
+    window: Duration = timedelta(minutes=10)
+    # a term also common in the complaints of the day before the window is no theme: it must
+    # be at least this many times as frequent now
+    min_ratio: float = Field(default=3.0, ge=1.0)
+    # with less history than the window holds, the share of the window's complaints instead
+    min_share: float = Field(default=0.3, gt=0.0, le=1.0)
+    # how often complaints are looked at
+    every: Duration = timedelta(seconds=30)
+    # one alert per theme and platform within this long
+    cooldown: Duration = timedelta(hours=6)
+
+    @model_validator(mode="after")
+    def _every_within_window(self) -> SurgeConfig:
+        if self.every <= timedelta(0) or self.every > self.window:
+            raise ValueError("every must be longer than 0s and at most the window")
+        return self
+
+
+class IncidentsConfig(_Model):
+    """Crisis mode: surge alerts, incidents that group complaints, follow-ups when fixed."""
+
+    enabled: bool = True
+    # the staff group (a name from staff.groups) that gets surge alerts and incident cards;
+    # null: staff.alerts_group
+    group: str | None = None
+    # categories of new mentions linked to a matching incident
+    categories: list[Category] = Field(
+        default_factory=lambda: [Category.COMPLAINT, Category.QUESTION]
+    )
+    # platforms where every linked customer receives status updates; elsewhere only those
+    # who replied to their acknowledgement
+    updates_to_all_on: list[Platform] = Field(default_factory=list)
+    surge: SurgeConfig = Field(default_factory=SurgeConfig)
 
 
 class LoggingConfig(_Model):
@@ -314,6 +366,7 @@ class CarebotFile(_Model):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     tickets: TicketsConfig = Field(default_factory=TicketsConfig)
     staff: StaffConfig = Field(default_factory=StaffConfig)
+    incidents: IncidentsConfig = Field(default_factory=IncidentsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
 
@@ -402,16 +455,19 @@ def _pop_secrets(
             value = data[key]
             if isinstance(key, str) and SECRET_KEY_RE.search(key) and isinstance(value, str | int):
                 if str(value).strip():
-                    env = SECRET_ENV.get(here) or "CAREBOT_" + "_".join(
-                        str(p).upper() for p in here if p not in ("platforms",)
+                    env = SECRET_ENV.get(here)
+                    where = (
+                        f"set {env} in the environment"
+                        if env
+                        else "carebot reads no secret from this key (see the README for the "
+                        "environment variables it does read)"
                     )
                     problems.append(
                         Problem(
                             name,
                             located.line_of(here),
                             _key(here),
-                            f"secrets are never read from config files; remove it and set {env} "
-                            "in the environment",
+                            f"secrets are never read from config files; remove it; {where}",
                         )
                     )
                 del data[key]
@@ -466,8 +522,16 @@ def _load_file(directory: Path, name: str, problems: list[Problem]) -> LocatedYa
 def _template_lengths(
     carebot: CarebotFile, templates: TemplatesFile, add: Callable[[str, KeyPath, str], None]
 ) -> None:
-    """Every acknowledgement fits X with the configured brand name and ticket prefix."""
-    for set_name, per_platform in templates.acks.items():
+    """Every customer-facing text fits X with the configured brand name and ticket prefix."""
+    sections: list[tuple[tuple[str, ...], Mapping[Any, list[str]]]] = [
+        (("acks", name), per_platform) for name, per_platform in templates.acks.items()
+    ]
+    sections += [
+        (("incidents", name), getattr(templates.incidents, name))
+        for name in ("ack", "update", "fixed")
+    ]
+    sections.append((("resolution",), templates.resolution))
+    for where, per_platform in sections:
         for key, texts in per_platform.items():
             for i, text in enumerate(texts):
                 worst = worst_case(
@@ -476,7 +540,7 @@ def _template_lengths(
                 if worst > X_MAX_WEIGHTED:
                     add(
                         "templates.yaml",
-                        ("acks", set_name, key, i),
+                        (*where, key, i),
                         f"with brand {carebot.brand.name!r} this can reach {worst} of X's "
                         f"{X_MAX_WEIGHTED} characters; shorten it",
                     )
@@ -515,6 +579,32 @@ def _cross_checks(
             )
     if escalation is not None:
         _escalation_refs(carebot, escalation, add)
+    if carebot.platforms.telegram.enabled and not carebot.staff.enabled:
+        add(
+            "carebot.yaml",
+            ("platforms", "telegram", "enabled"),
+            "Telegram customers write to the staff chat's bot: set staff.enabled: true too",
+        )
+    incidents = carebot.incidents
+    groups = [g.name for g in carebot.staff.groups]
+    if incidents.group is not None and incidents.group not in groups:
+        add(
+            "carebot.yaml",
+            ("incidents", "group"),
+            f"no staff group named {incidents.group!r} (groups: {', '.join(groups) or 'none'})",
+        )
+    if (
+        incidents.enabled
+        and carebot.staff.enabled
+        and incidents.group is None
+        and carebot.staff.alerts_group is None
+    ):
+        add(
+            "carebot.yaml",
+            ("incidents", "group"),
+            "surge alerts need a staff group: set incidents.group or staff.alerts_group "
+            "(or incidents.enabled: false)",
+        )
     days = carebot.retention.days
     if days is not None and timedelta(days=days) <= carebot.tickets.reopen_window:
         add(

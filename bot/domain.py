@@ -64,6 +64,7 @@ class OutboxKind(enum.StrEnum):
     ACK = "ack"  # acknowledgement to the customer
     REPLY = "reply"  # a staff member's reply relayed to the customer
     STAFF = "staff"  # a notice to a staff chat
+    FOLLOW_UP = "follow_up"  # to the customer: an incident's update or fix, a public note
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ from bot.ladder import (
     policy_from_snapshot,
     schedule,
 )
-from bot.models import outbox, staff_cards, ticket_events, tickets
+from bot.models import incidents, outbox, staff_cards, ticket_events, tickets
 from bot.store import SYSTEM_ACTOR, Store, pending_row, ticket_ref
 from bot.tasks import call_observers
 
@@ -120,9 +120,34 @@ class EscalationSweep:
             rows = (await conn.execute(sel)).mappings().all()
             if rows:
                 await self._load_budgets(conn)
+            held = await self._held_by_incidents(conn, rows)
             for t in rows:
+                if t["id"] in held:  # its incident escalates for it, as one item
+                    await conn.execute(
+                        update(tickets)
+                        .where(tickets.c.id == t["id"])
+                        .values(next_escalation_at=None)
+                    )
+                    continue
                 queued += await self._advance(conn, t, now)
         return queued, len(rows)
+
+    @staticmethod
+    async def _held_by_incidents(conn: AsyncConnection, rows: Sequence[RowMapping]) -> set[int]:
+        """The tickets among ``rows`` linked to an incident that is not fixed."""
+        linked = {t["incident_id"] for t in rows if t["incident_id"] is not None}
+        if not linked:
+            return set()
+        active = set(
+            (
+                await conn.execute(
+                    select(incidents.c.id).where(
+                        incidents.c.id.in_(linked), incidents.c.state != "fixed"
+                    )
+                )
+            ).scalars()
+        )
+        return {t["id"] for t in rows if t["incident_id"] in active}
 
     async def _advance(self, conn: AsyncConnection, t: RowMapping, now: datetime) -> int:
         if not t["policy_snapshot"]:

@@ -54,6 +54,8 @@ class LiveView:
             ref = ticket_ref(self._prefix, a.ticket_id)
             plan = d.plan
             policy = f", policy {plan.policy}" if plan and plan.policy else ""
+            if d.incident_id is not None:
+                policy = f", linked to INC-{d.incident_id}: escalated with the incident"
             ack = f"\n         ack queued: “{a.ack_text}”" if a.ack_text else ""
             prio = plan.priority if plan else "?"
             self._line(

@@ -1,4 +1,4 @@
-"""The schema: mentions, tickets, ticket_events, outbox, cursors (SQLAlchemy Core tables)."""
+"""The schema: mentions, tickets, events, outbox, incidents, surges, leases, cursors (Core)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,10 @@ tickets = Table(
     Column("acknowledged_at", UTCDateTime),
     Column("first_response_at", UTCDateTime),
     Column("resolved_at", UTCDateTime),
+    # linked to an incident: the incident escalates as one item, this ticket's ladder waits
+    Column("incident_id", Id, ForeignKey("incidents.id", ondelete="SET NULL")),
     Index("ix_tickets_state", "state"),
+    Index("ix_tickets_incident_id", "incident_id"),
     Index("ix_tickets_customer_id", "customer_id"),  # the per-author flood cap, every batch
     Index("ix_tickets_next_escalation_at", "next_escalation_at"),
 )
@@ -174,6 +177,40 @@ staff_cards = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("ticket_id", "chat_id"),
     Index("ix_staff_cards_chat_id_message_id", "chat_id", "message_id"),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("title", String(100), nullable=False),
+    Column("terms", JSON, nullable=False),  # words or phrases; a mention matching one links
+    Column("status_text", Text, nullable=False),  # the public status customers are told
+    Column("state", String(16), nullable=False),  # investigating, identified, fixed
+    Column("declared_by", String(100), nullable=False),
+    Column("declared_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("fixed_at", UTCDateTime),
+    Column("updates_sent", Integer, nullable=False, default=0, server_default="0"),
+    Column("history", JSON, nullable=False),  # [{at, by, state, status}], newest last
+    Column("card_chat_id", BigInteger),  # the incident's card in the staff chat
+    Column("card_message_id", BigInteger),
+    Column("card_linked", Integer, nullable=False, default=0, server_default="0"),
+    Index("ix_incidents_state", "state"),
+)
+
+surges = Table(
+    "surges",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("platform", String(16), nullable=False),
+    Column("theme", String(100), nullable=False),  # the term the complaints share
+    Column("terms", JSON, nullable=False),  # the theme's top terms
+    Column("complaints", Integer, nullable=False),  # similar complaints when last alerted
+    Column("samples", JSON, nullable=False),
+    Column("alerted_at", UTCDateTime, nullable=False),
+    Column("incident_id", Id, ForeignKey("incidents.id", ondelete="SET NULL")),
+    UniqueConstraint("platform", "theme"),
 )
 
 leases = Table(

@@ -38,6 +38,7 @@ from bot.domain import (
     TicketState,
     Verdict,
 )
+from bot.incidents import ActiveIncident, first_match, incident_ref, load_active
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import (
@@ -51,7 +52,7 @@ from bot.store import (
     ticket_ref,
 )
 from bot.tasks import call_observers
-from bot.templates import TemplatesFile, render_ack
+from bot.templates import TemplatesFile, render_ack, render_message
 from bot.textlimits import storable
 from handlers import HandlerContext, plan_for
 
@@ -137,6 +138,7 @@ class Tuning:
         brand: str,
         max_acks_per_author_per_hour: int = 3,
         reopen_window: timedelta = timedelta(days=7),
+        incident_categories: frozenset[Category] = frozenset(),
     ) -> None:
         self.classifier = classifier
         self.templates = templates
@@ -146,6 +148,7 @@ class Tuning:
         self.brand = brand
         self.max_acks = max_acks_per_author_per_hour
         self.reopen_window = reopen_window
+        self.incident_categories = incident_categories  # empty: incidents link nothing
         self._snapshots: dict[str | None, dict[str, Any] | None] = {}
 
     def snapshot(self, policy: str | None) -> dict[str, Any] | None:
@@ -413,10 +416,14 @@ class Pipeline:
             {(s.mention.platform, s.mention.author_id) for s in stored}, now - HOUR, within=within
         )
         acks = {key: a.acks_last_hour for key, a in activity.items()}
+        found: list[ActiveIncident] = []
+        if tuning.incident_categories:
+            async with self._store.using(within, write=False) as conn:
+                found = await load_active(conn)
         decisions: list[Decision] = []
         later: list[StoredMention] = []
         for s in stored:
-            d = self.decide(s, links.get(s.id), now, _verdict(verdicts, s), tuning)
+            d = self.decide(s, links.get(s.id), now, _verdict(verdicts, s), tuning, found=found)
             key = (s.mention.platform, s.mention.author_id)
             if d.ack is not None and acks.get(key, 0) >= tuning.max_acks:
                 open_ticket = activity[key].open_ticket_id
@@ -436,7 +443,7 @@ class Pipeline:
             )
             rest = []
             for s in later:
-                d = self.decide(s, None, now, _verdict(verdicts, s), tuning)
+                d = self.decide(s, None, now, _verdict(verdicts, s), tuning, found=found)
                 open_ticket = again[(s.mention.platform, s.mention.author_id)].open_ticket_id
                 rest.append(_capped(d, open_ticket) if open_ticket else replace(d, ack=None))
             applied += await self._store.apply(rest, self._ref_prefix, within=within)
@@ -489,10 +496,14 @@ class Pipeline:
         now: datetime | None = None,
         verdict: Verdict | None = None,
         tuning: Tuning | None = None,
+        *,
+        found: Sequence[ActiveIncident] = (),
     ) -> Decision:
         """The pure part: screen, classify, ask the handler, prepare the acknowledgement.
 
-        ``verdict``: the mention's classification, when it was made beforehand.
+        ``verdict``: the mention's classification, when it was made beforehand. ``found``: the
+        active incidents; a new complaint or question matching one is linked to it and
+        acknowledged with the incident's status.
         """
         m = s.mention
         t = tuning or self.tuning
@@ -516,11 +527,19 @@ class Pipeline:
         plan = plan_for(verdict, m, t.ctx)
         if not plan.open_ticket:
             return Decision(s, MentionStatus.IGNORED, verdict=verdict, plan=plan)
+        incident = (
+            first_match(found, m.text) if verdict.category in t.incident_categories else None
+        )
         ack = None
         adapter = self._adapters.get(m.platform)
         destination = adapter.reply_destination(m) if adapter is not None else None
         if plan.ack_template is not None and destination is not None:
-            ack = AckSpec(render=self._renderer(plan.ack_template, m, t), destination=destination)
+            render = (
+                self._renderer(plan.ack_template, m, t)
+                if incident is None
+                else self._incident_renderer(incident, m, t)
+            )
+            ack = AckSpec(render=render, destination=destination)
         return Decision(
             s,
             MentionStatus.TICKETED,
@@ -528,7 +547,26 @@ class Pipeline:
             plan=plan,
             policy_snapshot=t.snapshot(plan.policy),
             ack=ack,
+            incident_id=incident.id if incident is not None else None,
+            note=f"linked to {incident_ref(incident.id)}" if incident is not None else "",
         )
+
+    def _incident_renderer(
+        self, incident: ActiveIncident, m: Mention, tuning: Tuning
+    ) -> Callable[[int], str]:
+        def render(ticket_id: int) -> str:
+            return render_message(
+                tuning.templates.incidents.ack,
+                m.platform,
+                variant_key=m.external_id,
+                handle=m.author_handle,
+                ref=ticket_ref(self._ref_prefix, ticket_id),
+                brand=tuning.brand,
+                title=incident.title,
+                status=incident.status,
+            )
+
+        return render
 
     def _renderer(self, template: str, m: Mention, tuning: Tuning) -> Callable[[int], str]:
         def render(ticket_id: int) -> str:

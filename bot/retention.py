@@ -3,7 +3,8 @@
 What is erased, for mentions received before the cut-off that belong to no ticket or to a
 resolved ticket last resolved before it: the mention's text, author id and handle, links and
 matched reasons; the ticket's customer id, handle and reasons; its events' notes and data;
-the texts and destinations of its delivered or failed outbox rows. What stays: every row,
+the texts and destinations of its delivered or failed outbox rows; and the customers' words
+quoted in surge alerts. What stays: every row,
 with its platform, category, confidence, states and timestamps, so volume, latency and SLA
 figures still add up. Tickets not resolved keep everything: someone still has to act.
 
@@ -22,7 +23,7 @@ from sqlalchemy import and_, or_, select, update
 
 from bot.clock import Clock
 from bot.domain import MentionStatus, OutboxState, TicketState
-from bot.models import mentions, outbox, ticket_events, tickets
+from bot.models import mentions, outbox, surges, ticket_events, tickets
 from bot.store_base import StoreBase
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Retention:
             ticket_count, mention_count = ticket_count + t, mention_count + m
             if t < BATCH and m < BATCH:
                 break
+        await self._alerts(self.cutoff())
         if ticket_count or mention_count:
             logger.info(
                 "retention: erased the customer data of %d ticket(s) and %d mention(s) "
@@ -77,6 +79,25 @@ class Retention:
                 self.days,
             )
         return Purged(ticket_count, mention_count)
+
+    async def _alerts(self, cutoff: datetime) -> None:
+        """Surge alerts quote customers: their samples and delivered texts go too."""
+        async with self._store.write() as conn:
+            await conn.execute(
+                update(surges)
+                .where(surges.c.alerted_at < cutoff)  # a few rows: no need to skip erased ones
+                .values(samples=[])
+            )
+            await conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.ticket_id.is_(None),
+                    outbox.c.created_at < cutoff,
+                    outbox.c.text != ERASED,
+                    outbox.c.state.in_([OutboxState.SENT.value, OutboxState.FAILED.value]),
+                )
+                .values(text=ERASED)
+            )
 
     async def _batch(self, cutoff: datetime) -> tuple[int, int]:
         # The conditions are repeated in each UPDATE: a ticket reopened (or a mention decided)

@@ -8,6 +8,7 @@ transaction that also queues the card edit (and any customer reply) in the outbo
 from __future__ import annotations
 
 import html
+import re
 import statistics
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from sqlalchemy import RowMapping, func, select, update
 from bot.config import StaffConfig
 from bot.domain import TRIAGE_PREFIX, Category, OutboxKind, Platform, TicketState
 from bot.escalation import reschedule
-from bot.models import mentions, outbox, staff_cards, ticket_events, tickets
+from bot.incidents import IncidentDesk, incident_ref
+from bot.models import incidents, mentions, outbox, staff_cards, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import Store, mention_from_row, pending_row, ticket_ref
 from bot.tasks import call_observers
+from bot.templates import NOTE_MAX, TemplatesFile, render_message
 from bot.textlimits import X_MAX_WEIGHTED, x_weighted_length
 from handlers.staff import Action, Member, Outcome, TicketView, Verb, decide
 
@@ -70,6 +73,18 @@ def render_card(
     if triage is not None:
         why = esc(triage.removeprefix(TRIAGE_PREFIX))
         lines.insert(1, f"⚠️ <b>Needs triage</b>: {why}; check the category")
+    incident = mention.get("incident")
+    if incident is not None:
+        fixed = incident["state"] == "fixed"
+        lines.insert(
+            1,
+            f"🚨 Linked to <b>{incident_ref(incident['id'])}</b> ({esc(incident['title'])}): "
+            + (
+                "fixed; the customer was told."
+                if fixed
+                else "escalated with the incident, not on its own."
+            ),
+        )
     if mention.get("follow_ups"):
         latest = " ".join(str(mention["latest_follow_up"]).split())[:300]
         lines.append(f"↪ {mention['follow_ups']} follow-up(s), latest: “{esc(latest)}”")
@@ -141,6 +156,10 @@ class StaffDesk:
         self.observers: list[Callable[[str], None]] = []
         # set by the app: fires the ladder's next step now (the escalation sweep owns ladders)
         self.escalate: Callable[[int, str], Awaitable[str]] | None = None
+        self.incidents: IncidentDesk | None = None  # set by the app when crisis mode is on
+        # what public notes are rendered with (the app follows config reloads)
+        self.templates: Callable[[], TemplatesFile] = TemplatesFile
+        self.brand: Callable[[], str] = lambda: ""
         self.members = {
             m.telegram_user_id: Member(m.name, m.telegram_user_id, m.role) for m in staff.members
         }
@@ -175,12 +194,26 @@ class StaffDesk:
                 .scalars()
                 .all()
             )
+            incident = None
+            if ticket["incident_id"] is not None:
+                incident = (
+                    (
+                        await conn.execute(
+                            select(incidents.c.id, incidents.c.title, incidents.c.state).where(
+                                incidents.c.id == ticket["incident_id"]
+                            )
+                        )
+                    )
+                    .mappings()
+                    .first()
+                )
         if mention is None:
             return None
         return ticket, {
             **mention,
             "follow_ups": len(later),
             "latest_follow_up": later[0] if later else None,
+            "incident": incident,
         }
 
     async def ticket_for_card(self, chat_id: int, message_id: int) -> int | None:
@@ -206,7 +239,9 @@ class StaffDesk:
                     return int(ticket_id)
         return None
 
-    async def act(self, action: Action, user_id: int, actor_label: str) -> Outcome:
+    async def act(  # noqa: PLR0911 — one answer per way it can end
+        self, action: Action, user_id: int, actor_label: str
+    ) -> Outcome:
         """Decide and apply one staff action; record refusals too."""
         member = self.members.get(user_id)
         loaded = await self.load(action.ticket_id)
@@ -242,7 +277,17 @@ class StaffDesk:
             # A person has now judged the category: the card's triage warning is answered.
             reasons = [str(r) for r in ticket["reasons"] or []]
             changes["reasons"] = [r for r in reasons if not r.startswith(TRIAGE_PREFIX)]
-        won = await self._apply(ticket, action, outcome, changes, actor, now)
+        also: list[dict[str, Any]] = []
+        if action.verb is Verb.RESOLVE and action.public:
+            assert member is not None  # noqa: S101 — refused above otherwise
+            note = await self._public_note(ticket, action.note, now)
+            if isinstance(note, str):
+                return Outcome(f"{view.ref} was not resolved: {note}")
+            also.append(note)
+            changes.update(
+                first_response_at=ticket["first_response_at"] or now, last_staff_reply_at=now
+            )
+        won = await self._apply(ticket, action, outcome, changes, actor, now, also)
         if not won:
             fresh = await self.load(action.ticket_id)
             holder = fresh[0]["claimed_by"] if fresh else None
@@ -252,8 +297,50 @@ class StaffDesk:
                 else f"{view.ref} changed meanwhile; try again."
             )
         self.on_queued()
+        if also and ticket["first_response_at"] is None:
+            self.on_first_reply(ticket["created_at"], now)
         self._tell(f"{actor}: {outcome.message}")
         return outcome
+
+    async def _public_note(
+        self, ticket: RowMapping, note: str, now: datetime
+    ) -> dict[str, Any] | str:
+        """The outbox row that tells the customer a resolution note, or why it cannot."""
+        note = " ".join(note.split())
+        if not note:
+            return "a public note needs text (/resolve N public <note>)."
+        if len(note) > NOTE_MAX:
+            return f"the note is {len(note)} characters; customers get at most {NOTE_MAX}."
+        platform = Platform(ticket["platform"])
+        adapter = self._adapters.get(platform)
+        loaded = await self.load(ticket["id"])
+        if adapter is None or loaded is None:
+            return f"{platform.value} is not connected; nothing was sent."
+        stored = mention_from_row(loaded[1]).mention
+        destination = adapter.reply_destination(stored)
+        if destination is None:
+            return f"{platform.value} gave no way to reply to this customer."
+        text = render_message(
+            self.templates().resolution,
+            platform,
+            variant_key=stored.external_id,
+            handle=stored.author_handle,
+            ref=ticket_ref(self._prefix, ticket["id"]),
+            brand=self.brand(),
+            note=note,
+        )
+        if platform is Platform.X and x_weighted_length(text) > X_MAX_WEIGHTED:
+            return f"too long for X ({x_weighted_length(text)} of {X_MAX_WEIGHTED})."
+        return pending_row(
+            ticket_id=ticket["id"],
+            kind=OutboxKind.FOLLOW_UP,
+            platform=platform,
+            destination=destination,
+            text=text,
+            key=f"resolution:{ticket['id']}:{now.isoformat()}",
+            priority=0,
+            now=now,
+        )
 
     def _tell(self, line: str) -> None:
         call_observers(self.observers, line)
@@ -266,6 +353,7 @@ class StaffDesk:
         changes: dict[str, Any],
         actor: str,
         now: datetime,
+        also: list[dict[str, Any]],
     ) -> bool:
         stmt = update(tickets).where(tickets.c.id == ticket["id"])
         if action.verb is Verb.CLAIM:
@@ -303,6 +391,8 @@ class StaffDesk:
                     data=data,
                 )
             )
+            if also:  # sent only if the change won
+                await conn.execute(outbox.insert(), also)
             await self._store.queue_card_edits(conn, ticket["id"], now)
         return True
 
@@ -319,7 +409,10 @@ class StaffDesk:
             )
 
     async def command(self, name: str, args: list[str], user_id: int) -> str:
-        """Answer ``/queue``, ``/stats``, ``/ticket N``, ``/resolve N [note]`` (Telegram HTML)."""
+        """Answer ``/queue``, ``/stats``, ``/ticket N``, ``/resolve N [public] [note]`` (HTML).
+
+        ``/resolve N public <note>`` sends the note to the customer in their thread.
+        """
         if name == "queue":
             return await self._queue()
         if name == "stats":
@@ -332,8 +425,15 @@ class StaffDesk:
             if loaded is None:
                 return f"There is no ticket {ticket_ref(self._prefix, ticket_id)}."
             return render_card(*loaded, self._store.clock.now(), self._prefix).html
+        note = " ".join(args[1:]).strip()
+        public = re.match(r"(?i)public\b:?\s*", note)
         outcome = await self.act(
-            Action(Verb.RESOLVE, ticket_id, note=" ".join(args[1:])),
+            Action(
+                Verb.RESOLVE,
+                ticket_id,
+                note=note[public.end() :] if public else note,
+                public=public is not None,
+            ),
             user_id,
             f"telegram:{user_id}",
         )

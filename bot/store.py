@@ -452,9 +452,11 @@ class Store(OutboxStore):
             "policy_snapshot": d.policy_snapshot,
             "escalation_step": 0,
             "notices_sent": 0,
-            # the ladder starts now; the sweep sends its first notice
-            "ladder_started_at": now if plan.policy else None,
-            "next_escalation_at": now if plan.policy else None,
+            # the ladder starts now; the sweep sends its first notice. A ticket linked to an
+            # incident keeps its policy for later (a reopen) but the incident escalates instead.
+            "ladder_started_at": now if plan.policy and d.incident_id is None else None,
+            "next_escalation_at": now if plan.policy and d.incident_id is None else None,
+            "incident_id": d.incident_id,
             "created_at": now,
             "updated_at": now,
         }
@@ -483,8 +485,10 @@ class Store(OutboxStore):
             "kind": "opened",
             "from_state": None,
             "to_state": TicketState.OPEN.value,
-            "reason": f"{v.category.value} ({v.confidence:.2f})",
-            "data": {"mention_id": d.stored.id, "reasons": list(v.reasons)},
+            "reason": f"{v.category.value} ({v.confidence:.2f})"
+            + (f", linked to INC-{d.incident_id}" if d.incident_id else ""),
+            "data": {"mention_id": d.stored.id, "reasons": list(v.reasons)}
+            | ({"incident": d.incident_id} if d.incident_id else {}),
         }
 
     @staticmethod

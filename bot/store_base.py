@@ -135,6 +135,7 @@ class Decision:
     join_ticket_id: int | None = None  # FOLLOW_UP: the ticket it joins
     reopen: bool = False  # FOLLOW_UP on a resolved ticket inside the reopen window
     note: str = ""
+    incident_id: int | None = None  # TICKETED: linked to this incident (no ladder of its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,10 @@ class StoreBase:
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self._pg else sqlite.insert(table)
+
+    def dialect_insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT that can say ON CONFLICT on this database."""
+        return self._insert(table)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

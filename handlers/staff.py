@@ -49,6 +49,7 @@ class Action:
     snooze: timedelta | None = None
     category: Category | None = None
     note: str = ""
+    public: bool = False  # RESOLVE: the note goes to the customer in their thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +109,12 @@ def decide(  # noqa: PLR0911 — one early return per verb reads best
             "claimed",
         )
     if action.verb is Verb.RESOLVE:
+        if action.public:
+            said = f" The customer was sent: “{action.note}”"
+        else:
+            said = f" Note: {action.note}" if action.note else ""
         return Outcome(
-            f"{ticket.ref} resolved." + (f" Note: {action.note}" if action.note else ""),
+            f"{ticket.ref} resolved." + said,
             TicketState.RESOLVED,
             {"resolved_at": now, "snoozed_until": None},
             "resolved",

@@ -165,7 +165,9 @@ class TelegramStaffChat(PlatformAdapter):
         self.app.add_handler(CallbackQueryHandler(self._on_button))
         self.app.add_handler(
             CommandHandler(
-                ["queue", "stats", "ticket", "resolve"], self._on_command, filters=chats
+                ["queue", "stats", "ticket", "resolve", "incident"],
+                self._on_command,
+                filters=chats,
             )
         )
         self.app.add_handler(
@@ -278,6 +280,12 @@ class TelegramStaffChat(PlatformAdapter):
         """Post or edit a card, or post a notice; return the Telegram message id."""
         del idempotency_key
         try:
+            if "incident" in destination:
+                return await self._incident_card(
+                    int(destination["incident"]),
+                    int(destination["chat_id"]),
+                    post=bool(destination.get("post")),
+                )
             if "card" in destination:
                 return await self._card(
                     int(destination["card"]),
@@ -333,6 +341,45 @@ class TelegramStaffChat(PlatformAdapter):
         await self._store.put_card(ticket_id, chat_id, sent.message_id)
         return str(sent.message_id)
 
+    async def _incident_card(self, incident_id: int, chat_id: int, *, post: bool) -> str:
+        """Post an incident's card (paging the leads: it escalates once) or edit it."""
+        incidents = self._desk.incidents
+        card = await incidents.render_card(incident_id) if incidents is not None else None
+        if incidents is None or card is None:
+            raise PermanentError(f"incident {incident_id} no longer exists")
+        # none once fixed: an edit without a keyboard removes the buttons
+        markup = _markup(Card(card.html, card.buttons)) if card.buttons else None
+        message_id = await incidents.card_message(incident_id)
+        if message_id is None and not post:
+            raise RateLimited(
+                "the incident card is not posted yet",
+                self._clock.now() + CARD_WAIT,
+                scope=f"incident:{incident_id}",
+            )
+        if message_id is not None:
+            try:
+                await self.app.bot.edit_message_text(
+                    card.html,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                )
+            except BadRequest as exc:
+                if "not modified" not in exc.message.lower():
+                    raise
+            return str(message_id)
+        ping = incidents.ping()
+        self._spend(chat_id)
+        sent = await self.app.bot.send_message(
+            chat_id,
+            f"{card.html}\n{ping}" if ping else card.html,
+            parse_mode=ParseMode.HTML,
+            reply_markup=markup,
+        )
+        await incidents.put_card(incident_id, chat_id, sent.message_id)
+        return str(sent.message_id)
+
     async def _notice(self, destination: dict[str, Any], text: str) -> str:
         chat_id = int(destination["chat_id"])
         reply = None
@@ -344,9 +391,13 @@ class TelegramStaffChat(PlatformAdapter):
             text = await self._desk.digest([int(i) for i in destination["digest"]])
             if not text:
                 return "digest:empty"  # every ticket in it was resolved meanwhile
+        buttons = destination.get("buttons")
+        markup = (
+            _markup(Card(text, [[(b, d) for b, d in row] for row in buttons])) if buttons else None
+        )
         self._spend(chat_id)
         sent = await self.app.bot.send_message(
-            chat_id, text, parse_mode=ParseMode.HTML, reply_parameters=reply
+            chat_id, text, parse_mode=ParseMode.HTML, reply_parameters=reply, reply_markup=markup
         )
         return str(sent.message_id)
 
@@ -376,7 +427,16 @@ class TelegramStaffChat(PlatformAdapter):
         query: CallbackQuery | None = update.callback_query
         if query is None:
             return
-        action = parse_callback(query.data or "")
+        data = query.data or ""
+        if data.startswith("inc_"):
+            incidents = self._desk.incidents
+            if incidents is None:
+                await query.answer("Incidents are turned off here.", show_alert=True)
+                return
+            text, refused = await incidents.button(data, query.from_user.id)
+            await query.answer(text[:200], show_alert=refused)
+            return
+        action = parse_callback(data)
         if action is None:
             await query.answer("This button is not valid any more.", show_alert=True)
             return
@@ -421,6 +481,16 @@ class TelegramStaffChat(PlatformAdapter):
         user_id = message.from_user.id if message.from_user else 0
         if user_id not in self._desk.members and name != "resolve":  # /resolve records refusals
             await self._answer(message, "Only configured support staff can use these commands.")
+            return
+        if name == "incident":
+            incidents = self._desk.incidents
+            rest = message.text.split(maxsplit=1)[1] if " " in message.text.strip() else ""
+            answer = (
+                await incidents.command(rest, user_id)
+                if incidents is not None
+                else "Incidents are turned off (incidents.enabled in carebot.yaml)."
+            )
+            await self._answer(message, answer, html=True)
             return
         if name == "ticket" and args and args[0].lstrip("#").removeprefix(self._prefix).isdigit():
             ticket_id = int(args[0].lstrip("#").removeprefix(self._prefix))

@@ -1,4 +1,6 @@
-"""A simulated support team for the sandbox: claims, answers and resolves some tickets.
+"""A simulated support team for the sandbox: claims, answers and resolves, and leads incidents.
+
+A lead declares an incident on a surge alert, updates it and marks it fixed.
 
 It acts only through the fake Telegram server (button clicks and replies to cards), so what
 you watch in ``carebot run`` is the real staff-chat path: PTB receives the updates, the desk
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -36,13 +39,20 @@ class StaffSimulator:
         members: Sequence[TgUser],
         rng: random.Random,
         share: float = 0.6,
+        leads: Sequence[TgUser] = (),
+        lead_chat: int | None = None,
     ) -> None:
         self._fake = fake
+        self._leads = list(leads)
+        self._lead_chat = lead_chat
+        self._ticks = 0
+        # (due tick, what, chat, message, incident number): the lead's moves in an incident
+        self._incident_plans: list[tuple[int, str, int, int, int]] = []
         self._chats = list(chats)
         self._members = list(members)
         self._rng = rng
         self._share = share
-        self._seen: set[int] = set()
+        self._seen: set[tuple[int, int]] = set()  # (chat, message): ids repeat across chats
         self._plans: list[tuple[int, int, int, TgUser]] = []  # (step, chat, message, member)
 
     async def run(self, stop: asyncio.Event, *, every: float = 2.0) -> None:
@@ -55,6 +65,8 @@ class StaffSimulator:
 
     def tick(self) -> None:
         """Take one round of actions: notice new cards, move planned ones one step on."""
+        self._ticks += 1
+        self._lead()
         if not self._members:
             return
         for chat in self._chats:
@@ -64,14 +76,49 @@ class StaffSimulator:
         for step, chat, message_id, member in plans:
             self._act(step, chat, message_id, member)
 
+    def _lead(self) -> None:
+        """Play the lead in crisis mode: declare on a surge alert, update, then mark fixed."""
+        if not self._leads or self._lead_chat is None:
+            return
+        chat, lead = self._lead_chat, self._leads[0]
+        for message in self._fake.sent(chat):
+            message_id = int(str(message["message_id"]))
+            if (chat, message_id) in self._seen:
+                continue
+            datas = [d for row in self._fake.buttons(chat, message_id) for _, d in row]
+            declare = next((d for d in datas if d.startswith("inc_declare:")), None)
+            fixed = next((d for d in datas if d.startswith("inc_fixed:")), None)
+            if declare is not None:
+                self._seen.add((chat, message_id))
+                self._incident_plans.append((self._ticks + 2, declare, chat, message_id, 0))
+            elif fixed is not None:
+                self._seen.add((chat, message_id))
+                number = int(fixed.split(":")[1])
+                self._incident_plans += [
+                    (self._ticks + 8, "update", chat, message_id, number),
+                    (self._ticks + 25, fixed, chat, message_id, number),
+                ]
+        due = [p for p in self._incident_plans if p[0] <= self._ticks]
+        self._incident_plans = [p for p in self._incident_plans if p[0] > self._ticks]
+        for _, what, chat_id, message_id, number in due:
+            if what == "update":
+                self._fake.user_message(
+                    chat_id,
+                    lead,
+                    f'/incident update {number} identified "We found the cause, a faulty '
+                    'payment release, and are rolling it back now."',
+                )
+            else:
+                self._fake.click(chat_id, message_id, lead, what)
+
     def _notice(self, chat: int, message: dict[str, object]) -> None:
         message_id = int(str(message["message_id"]))
-        if message_id in self._seen:
+        if (chat, message_id) in self._seen:
             return
         rows = self._fake.buttons(chat, message_id)
         if not any(data.startswith("claim:") for row in rows for _, data in row):
             return
-        self._seen.add(message_id)
+        self._seen.add((chat, message_id))
         if self._rng.random() < self._share:
             self._plans.append((0, chat, message_id, self._rng.choice(self._members)))
 
@@ -83,6 +130,9 @@ class StaffSimulator:
             card = next((m for m in self._fake.sent(chat) if m["message_id"] == message_id), {})
             praise = str(card.get("text", "")).startswith("💚")
             text = self._rng.choice(THANKS if praise else REPLIES)
+            ref = re.search(r"\b[A-Z][A-Z0-9]{0,5}-?\d+\b", str(card.get("text", "")))
+            if ref is not None:  # X refuses a post identical to an earlier one
+                text = f"{text} ({ref.group(0)})"
             self._fake.user_message(chat, member, text, reply_to_message_id=message_id)
         elif step == 2 and "Resolve" in data:
             self._fake.click(chat, message_id, member, data["Resolve"])

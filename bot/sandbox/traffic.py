@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -485,6 +486,15 @@ class TrafficGenerator:
             return self._fill(rng.choice(_CHAT)) + self._emoji("chat", 0.4)
         return self._fill(rng.choice(_NEWS))
 
+    @property
+    def brand(self) -> str:
+        """The brand the customers write to."""
+        return self._brand
+
+    def handle(self) -> str:
+        """A fresh, plausible customer handle."""
+        return self._handle()
+
     def _handle(self) -> str:
         rng = self._rng
         first, surname, word = rng.choice(_FIRST_NAMES), rng.choice(_SURNAMES), rng.choice(_WORDS)
@@ -507,6 +517,60 @@ class TrafficGenerator:
         if handle.lower() in self._bot_lookup:
             handle = f"{first}_{rng.randint(100, 999)}"
         return handle
+
+
+OUTAGE_THEME: Final = "checkout"
+_OUTAGE_TEXTS: Final = (
+    "{brand} checkout is broken, card payment fails every single time",
+    "is your checkout down? been trying to pay for 20 minutes",
+    "checkout keeps spinning and then errors out. Fix it please",
+    "can't get through checkout, it just says something went wrong",
+    "{brand} your checkout page won't load, I'm trying to give you money!!",
+    "the checkout has been failing all morning, what is going on",
+    "checkout error again. Third time today {emoji}",
+    "why does checkout reject my card? it works everywhere else",
+    "stuck at checkout with a full basket, nothing happens when I press pay",
+    "Seriously {brand}, checkout is dead. Basket full, can't pay",
+)
+
+
+def outage_complaint(rng: random.Random, brand: str) -> str:
+    """A complaint about the sandbox's outage (the checkout), phrased many ways."""
+    text = rng.choice(_OUTAGE_TEXTS).format(brand=brand, emoji=rng.choice(("😡", "🙄", "😤", "")))
+    return " ".join(text.split())
+
+
+async def run_outage(
+    inject: Callable[[SampleMention], str],
+    gen: TrafficGenerator,
+    *,
+    after: float,
+    complaints: int,
+    over: float,
+    stop: asyncio.Event,
+) -> int:
+    """After ``after`` seconds, ``complaints`` customers complain about one outage over ``over``.
+
+    Returns:
+        How many were injected (fewer when ``stop`` is set first).
+    """
+    wait = after
+    injected = 0
+    while injected < complaints and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await stop.wait()
+        if not stop.is_set():
+            sample = SampleMention(
+                author=gen.handle(),
+                text=outage_complaint(gen.rng, gen.brand),
+                intended=Category.COMPLAINT,
+                is_bot=False,
+            )
+            inject(sample)
+            injected += 1
+            wait = over / complaints
+    return injected
 
 
 async def run_traffic(
