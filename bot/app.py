@@ -391,16 +391,17 @@ async def _staff_chat(  # noqa: PLR0917 — the composition root passes its part
 
     desk.templates = lambda: tuning().templates
     desk.brand = lambda: tuning().brand
-    if cb.incidents.enabled:
-        desk.incidents = running.incidents = IncidentDesk(
-            store=store,
-            config=cb.incidents,
-            staff=cb.staff,
-            adapters=adapters,
-            templates=lambda: tuning().templates,
-            brand=lambda: tuning().brand,
-            ref_prefix=cb.tickets.ref_prefix,
-        )
+    # Always there: with crisis mode off nothing is detected, declared or linked, but an
+    # incident still open from before can be updated and fixed.
+    desk.incidents = running.incidents = IncidentDesk(
+        store=store,
+        config=cb.incidents,
+        staff=cb.staff,
+        adapters=adapters,
+        templates=lambda: tuning().templates,
+        brand=lambda: tuning().brand,
+        ref_prefix=cb.tickets.ref_prefix,
+    )
     root, token = cb.staff.telegram_api_base_url, config.telegram_staff_token
     if cb.sandbox.enabled:
         fake_telegram = await _start_fake_telegram(stack, fake_telegram)

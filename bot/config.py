@@ -341,6 +341,8 @@ class IncidentsConfig(_Model):
     # platforms where every linked customer receives status updates; elsewhere only those
     # who replied to their acknowledgement
     updates_to_all_on: list[Platform] = Field(default_factory=list)
+    # an incident with no news (update, state change) for this long pages the leads again
+    remind_every: Duration | None = timedelta(minutes=30)
     surge: SurgeConfig = Field(default_factory=SurgeConfig)
 
 

@@ -2,11 +2,12 @@
 
 :class:`IncidentDesk` looks at recent complaints per platform for a word or phrase many
 customers share, much more often than usual (``bot/themes.py``), and alerts the staff lead
-group once per theme, with a button to declare an incident. An incident (declared from that button or with
-``/incident declare``) has a title, matching terms, a public status and a state. While it
-lasts, new matching complaints and questions are linked to it by the pipeline: their customers
-are told the problem is known (the incident's templates), they keep a personal ticket, and
-their tickets do not escalate one by one; the incident's card in the staff chat does, once.
+group once per theme, with a button to declare an incident. An incident (declared from that
+button or with ``/incident declare``) has a title, matching terms, a public status and a
+state. While it lasts, new matching complaints and questions are linked to it by the
+pipeline: their customers are told the problem is known (the incident's templates), they keep
+a personal ticket, and their tickets do not escalate one by one; the incident's card in the
+staff chat pages the leads instead (again after ``incidents.remind_every`` without news).
 Fixing it sends each linked customer one follow-up in their thread and resolves their tickets;
 a reply within the reopen window reopens only that customer's ticket.
 """
@@ -25,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import RowMapping, and_, func, select, update
+from sqlalchemy import RowMapping, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.config import IncidentsConfig, StaffConfig
 from bot.domain import Category, MentionStatus, OutboxKind, Platform, TicketState
 from bot.models import incidents, mentions, outbox, surges, ticket_events, tickets
 from bot.platforms.base import PlatformAdapter
-from bot.store import Store, mention_from_row, pending_row, ticket_ref
+from bot.store import SYSTEM_ACTOR, Store, mention_from_row, pending_row, ticket_ref
 from bot.tasks import call_observers
 from bot.templates import STATUS_MAX, TITLE_MAX, TemplatesFile, render_message
 from bot.themes import (
@@ -52,7 +53,9 @@ DEFAULT_STATUS: Final = "Reply here if you'd like updates."
 MAX_TERMS: Final = 10
 WINDOW_ROWS: Final = 5000  # complaints looked at per surge check (the newest)
 HISTORY: Final = timedelta(days=1)  # what "usual" is measured against
-UPDATE_PRIORITY: Final = 3  # after acknowledgements of new complaints and questions
+UPDATE_PRIORITY: Final = 5  # after every acknowledgement (handlers use 1 to 4)
+CARD_GIVE_UP: Final = timedelta(minutes=10)  # an incident card never posted: stop editing it
+HELD: Final = (TicketState.CLAIMED.value, TicketState.SNOOZED.value)  # a person has these
 STATUS_KEYS: Final = ("investigating", "identified")
 
 
@@ -160,7 +163,9 @@ class IncidentDesk:
         while True:
             try:
                 await self.refresh_cards()
-                if loop.time() >= next_check:
+                await self.settle_stragglers()
+                await self.remind()
+                if self.config.enabled and loop.time() >= next_check:
                     next_check = loop.time() + surge_every
                     await self.check_surges()
             except Exception:  # the watch must outlive a database hiccup
@@ -185,11 +190,14 @@ class IncidentDesk:
             min_share=surge.min_share,
             skip=skip,
         )
-        queued = 0
+        fresh: dict[str, list[Theme]] = {}
         for theme in themes:
             if any(matches(term_words(theme.key), inc.terms) for inc in active):
                 continue  # already an incident: its card shows the growth
-            if await self._alert(theme, now):
+            fresh.setdefault(theme.platform, []).append(theme)
+        queued = 0
+        for platform_themes in fresh.values():
+            if await self._alert(platform_themes, now):
                 queued += 1
         if queued:
             self.on_queued()
@@ -234,17 +242,44 @@ class IncidentDesk:
             active,
         )
 
-    async def _alert(self, theme: Theme, now: datetime) -> bool:
-        """Remember the theme; queue its alert unless one went out within the cooldown."""
+    async def _alert(self, themes: Sequence[Theme], now: datetime) -> bool:
+        """Remember one platform's themes; alert those not alerted within the cooldown.
+
+        The new themes of one look go out as one message (an outage worded two ways is one
+        alert, with a button per theme); a theme whose key is among a recent alert's top terms
+        (or the other way round) is that alert's storm, not a new one.
+        """
         if self.chat_id is None:
-            logger.warning(
-                "surge on %s: %d customers about %r (no staff group for alerts)",
-                theme.platform,
-                theme.customers,
-                theme.key,
-            )
+            for theme in themes:
+                logger.warning(
+                    "surge on %s: %d customers about %r (no staff group for alerts)",
+                    theme.platform,
+                    theme.customers,
+                    theme.key,
+                )
             return False
         cutoff = now - self.config.surge.cooldown
+        alerted: list[tuple[int, Theme]] = []
+        async with self._store.write() as conn:
+            for theme in themes:
+                surge_id = await self._remember(conn, theme, now, cutoff)
+                if surge_id is not None:
+                    alerted.append((surge_id, theme))
+            if alerted:
+                card = self.surge_card(alerted)
+                key = f"surge:{alerted[0][0]}:{uuid.uuid4().hex}"
+                await conn.execute(pending_row_for_staff(self.chat_id, card, key, now))
+        for _, theme in alerted:
+            call_observers(
+                self.observers,
+                f"🚨 surge on {theme.platform}: {theme.customers} customers about “{theme.key}”",
+            )
+        return bool(alerted)
+
+    async def _remember(
+        self, conn: AsyncConnection, theme: Theme, now: datetime, cutoff: datetime
+    ) -> int | None:
+        """The theme's surge row, new or renewed; None when it was alerted recently."""
         values = {
             "platform": theme.platform,
             "theme": theme.key[:100],
@@ -253,71 +288,65 @@ class IncidentDesk:
             "samples": [s[:300] for s in theme.samples],
             "alerted_at": now,
         }
-        async with self._store.write() as conn:
-            existing = (
-                (
-                    await conn.execute(
-                        select(surges.c.id, surges.c.alerted_at).where(
-                            surges.c.platform == theme.platform, surges.c.theme == values["theme"]
-                        )
-                    )
-                )
-                .mappings()
-                .first()
+        recent = await conn.execute(
+            select(surges.c.theme, surges.c.terms).where(
+                surges.c.platform == theme.platform, surges.c.alerted_at > cutoff
             )
-            if existing is not None and existing["alerted_at"] > cutoff:
-                return False
-            if existing is None:
-                stmt = (
-                    self._store.dialect_insert(surges)
-                    .values(values)
-                    .on_conflict_do_nothing(index_elements=["platform", "theme"])
-                    .returning(surges.c.id)
-                )
-                result = await conn.execute(stmt)
-                surge_id = result.scalar_one_or_none()
-                if surge_id is None:  # another process alerted it just now
-                    return False
-            else:
-                moved = await conn.execute(
-                    update(surges)
-                    .where(surges.c.id == existing["id"], surges.c.alerted_at <= cutoff)
-                    .values(**values, incident_id=None)
-                )
-                if moved.rowcount != 1:
-                    return False
-                surge_id = existing["id"]
-            card = self.surge_card(int(surge_id), theme)
-            await conn.execute(
-                pending_row_for_staff(
-                    self.chat_id, card, f"surge:{surge_id}:{uuid.uuid4().hex}", now
-                )
-            )
-        call_observers(
-            self.observers,
-            f"🚨 surge on {theme.platform}: {theme.customers} customers about “{theme.key}”",
         )
-        return True
+        for key, terms in recent.all():
+            if key == values["theme"] or key in theme.terms or theme.key in terms:
+                return None
+        existing = (
+            await conn.execute(
+                select(surges.c.id).where(
+                    surges.c.platform == theme.platform, surges.c.theme == values["theme"]
+                )
+            )
+        ).scalar_one_or_none()
+        if existing is None:
+            stmt = (
+                self._store.dialect_insert(surges)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["platform", "theme"])
+                .returning(surges.c.id)
+            )
+            surge_id = (await conn.execute(stmt)).scalar_one_or_none()
+            return int(surge_id) if surge_id is not None else None  # None: just alerted
+        moved = await conn.execute(
+            update(surges)
+            .where(surges.c.id == existing, surges.c.alerted_at <= cutoff)
+            .values(**values, incident_id=None)
+        )
+        return int(existing) if moved.rowcount == 1 else None
 
-    def surge_card(self, surge_id: int, theme: Theme) -> IncidentCard:
-        """The surge alert leads see, with the button that declares an incident."""
+    def surge_card(self, alerted: Sequence[tuple[int, Theme]]) -> IncidentCard:
+        """The surge alert leads see, with a button per theme that declares an incident."""
         esc = html.escape
         window = _span(self.config.surge.window)
-        lines = [
-            f"🚨 <b>Surge on {esc(theme.platform)}</b>: {theme.customers} customers complained "
-            f"about “<b>{esc(theme.key)}</b>” in the last {window}.",
-        ]
-        if len(theme.terms) > 1:
-            lines.append("Top terms: " + ", ".join(esc(t) for t in theme.terms))
-        lines += [f"• “{esc(' '.join(s.split())[:200])}”" for s in theme.samples]
+        platform = alerted[0][1].platform
+        lines = [f"🚨 <b>Surge on {esc(platform)}</b> in the last {window}:"]
+        buttons: list[list[tuple[str, str]]] = []
+        for surge_id, theme in alerted:
+            lines.append(
+                f"<b>{theme.customers} customers</b> complained about “<b>{esc(theme.key)}</b>”"
+                + (
+                    f" (top terms: {', '.join(esc(t) for t in theme.terms)})"
+                    if len(theme.terms) > 1
+                    else ""
+                )
+            )
+            lines += [f"• “{esc(' '.join(s.split())[:200])}”" for s in theme.samples]
+            label = "Declare incident" if len(alerted) == 1 else f"Declare: {theme.key}"[:60]
+            buttons.append([(label, f"inc_declare:{surge_id}")])
+        key = alerted[0][1].key
         lines.append(
             "Declare an incident to answer them together: the button, or "
-            f'/incident declare "title" {esc(_quoted(theme.key))}'
+            f'/incident declare "title" {esc(_quoted(key))}'
         )
         leads = self.ping()
         if leads:
             lines.append(leads)
-        return IncidentCard("\n".join(lines), [[("Declare incident", f"inc_declare:{surge_id}")]])
+        return IncidentCard("\n".join(lines), buttons)
 
     # -- declaring, updating, fixing ------------------------------------------------------
 
@@ -392,6 +421,8 @@ class IncidentDesk:
         self, title: str, terms: Sequence[str], who: str, *, surge_id: int | None = None
     ) -> str:
         """Declare an incident; link the open complaints and questions that match it."""
+        if not self.config.enabled:
+            return "Crisis mode is off here (incidents.enabled: false); nothing was declared."
         title = " ".join(title.split())
         problem = _check_declaration(title, terms)
         if problem:
@@ -468,6 +499,7 @@ class IncidentDesk:
             .join(mentions, mentions.c.id == tickets.c.mention_id)
             .where(
                 tickets.c.state != TicketState.RESOLVED.value,
+                tickets.c.state.not_in(HELD),  # a person is on it: theirs to answer
                 tickets.c.incident_id.is_(None),
                 tickets.c.category.in_([c.value for c in self.config.categories]),
             )
@@ -477,12 +509,20 @@ class IncidentDesk:
         ]
         if not hits:
             return 0
-        ids = [tid for tid, _ in hits]
-        await conn.execute(
+        moved = await conn.execute(
             update(tickets)
-            .where(tickets.c.id.in_(ids), tickets.c.incident_id.is_(None))
+            .where(
+                tickets.c.id.in_([tid for tid, _ in hits]),
+                tickets.c.incident_id.is_(None),
+                tickets.c.state != TicketState.RESOLVED.value,
+                tickets.c.state.not_in(HELD),
+            )
             .values(incident_id=incident_id, next_escalation_at=None, updated_at=now)
+            .returning(tickets.c.id)
         )
+        ids = {int(i) for i in moved.scalars()}  # PostgreSQL: not changed meanwhile
+        if not ids:
+            return 0
         await conn.execute(
             ticket_events.insert(),
             [
@@ -497,9 +537,10 @@ class IncidentDesk:
                     "data": {"incident": incident_id},
                 }
                 for tid, state in hits
+                if tid in ids
             ],
         )
-        for tid in ids:
+        for tid in sorted(ids):
             await self._store.queue_card_edits(conn, tid, now)
         return len(ids)
 
@@ -566,12 +607,14 @@ class IncidentDesk:
             if inc["state"] == IncidentState.FIXED.value:
                 return f"{ref} is fixed already."
             status = " ".join((status or "").split()) or "Fixed."
+            if len(status) > STATUS_MAX:
+                return f"The note is {len(status)} characters; customers get at most {STATUS_MAX}."
             moved = await conn.execute(
                 update(incidents)
                 .where(incidents.c.id == incident_id, incidents.c.state == inc["state"])
                 .values(
                     state=IncidentState.FIXED.value,
-                    status_text=status[:STATUS_MAX],
+                    status_text=status,
                     fixed_at=now,
                     updated_at=now,
                     history=[
@@ -633,7 +676,7 @@ class IncidentDesk:
         if not everyone:
             wanted = await self._asked_for_updates(conn, inc["id"])
             everywhere = {p.value for p in self.config.updates_to_all_on}
-            newest = {k: r for k, r in newest.items() if k[0] in everywhere or r["id"] in wanted}
+            newest = {k: r for k, r in newest.items() if k[0] in everywhere or k in wanted}
         templates = getattr(self._templates().incidents, which)
         out = []
         for (platform_name, customer), r in newest.items():
@@ -678,15 +721,17 @@ class IncidentDesk:
             await conn.execute(stmt, out)
         return len(out)
 
-    async def _asked_for_updates(self, conn: AsyncConnection, incident_id: int) -> set[int]:
-        """Linked tickets whose customer wrote again after opening it (e.g. replied to the ack)."""
+    async def _asked_for_updates(
+        self, conn: AsyncConnection, incident_id: int
+    ) -> set[tuple[str, str]]:
+        """Customers who wrote again on a linked ticket (e.g. replied to the ack)."""
         rows = await conn.execute(
-            select(tickets.c.id)
+            select(tickets.c.platform, tickets.c.customer_id)
             .join(mentions, mentions.c.ticket_id == tickets.c.id)
             .where(tickets.c.incident_id == incident_id, mentions.c.id != tickets.c.mention_id)
             .distinct()
         )
-        return {int(i) for i in rows.scalars()}
+        return {(str(p), str(c)) for p, c in rows.all()}
 
     async def _resolve_linked(
         self, conn: AsyncConnection, incident_id: int, who: str, now: datetime
@@ -751,6 +796,109 @@ class IncidentDesk:
                 destination={"incident": incident_id},
             )
         )
+
+    async def settle_stragglers(self) -> int:
+        """Settle tickets linked to an incident just as it was fixed, as the fix did the rest.
+
+        A mention decided with the incident still active can commit after the fix: its
+        customer still gets exactly one follow-up and its ticket is resolved.
+        """
+        async with self._store.read() as conn:
+            found = await conn.execute(
+                select(tickets.c.incident_id)
+                .join(incidents, incidents.c.id == tickets.c.incident_id)
+                .where(
+                    incidents.c.state == IncidentState.FIXED.value,
+                    tickets.c.state != TicketState.RESOLVED.value,
+                    tickets.c.state.not_in(HELD),
+                    tickets.c.next_escalation_at.is_(None),
+                )
+                .distinct()
+            )
+            due = sorted(int(i) for i in found.scalars())
+        now = self._store.clock.now()
+        for incident_id in due:
+            async with self._store.write() as conn:
+                inc = await self._incident(conn, incident_id, lock=True)
+                if inc is None:
+                    continue
+                await self._tell_linked(
+                    conn,
+                    inc,
+                    "fixed",
+                    f"incident:{incident_id}:fixed",
+                    inc["status_text"],
+                    now,
+                    everyone=True,
+                )
+                await self._resolve_linked(conn, incident_id, SYSTEM_ACTOR, now)
+        if due:
+            self.on_queued()
+        return len(due)
+
+    async def remind(self) -> int:
+        """Page the leads again about an incident with no news for ``incidents.remind_every``."""
+        every = self.config.remind_every
+        if every is None or self.chat_id is None:
+            return 0
+        now = self._store.clock.now()
+        cutoff = now - every
+        quiet = and_(
+            incidents.c.state != IncidentState.FIXED.value,
+            incidents.c.updated_at <= cutoff,
+            or_(incidents.c.reminded_at.is_(None), incidents.c.reminded_at <= cutoff),
+        )
+        async with self._store.read() as conn:
+            due = list((await conn.execute(select(incidents.c.id).where(quiet))).scalars())
+        reminded = 0
+        for incident_id in due:
+            async with self._store.write() as conn:
+                moved = await conn.execute(
+                    update(incidents)
+                    .where(incidents.c.id == incident_id, quiet)
+                    .values(reminded_at=now)
+                    .returning(incidents.c.state, incidents.c.updated_at)
+                )
+                row = moved.first()
+                if row is None:  # another process reminded, or a lead acted meanwhile
+                    continue
+                linked = (
+                    await conn.execute(
+                        select(func.count(func.distinct(tickets.c.customer_id))).where(
+                            tickets.c.incident_id == incident_id,
+                            tickets.c.state != TicketState.RESOLVED.value,
+                        )
+                    )
+                ).scalar_one()
+                ref = incident_ref(incident_id)
+                text = (
+                    f"⏰ <b>{ref}</b> is still {row[0]}, no news for {_span(now - row[1])}: "
+                    f"{linked} customer(s) waiting. "
+                    f'/incident update {incident_id} "status" · /incident fix {incident_id}'
+                )
+                ping = self.ping()
+                await conn.execute(
+                    outbox.insert().values(
+                        pending_row(
+                            ticket_id=None,
+                            kind=OutboxKind.STAFF,
+                            platform=Platform.STAFF,
+                            destination={
+                                "chat_id": self.chat_id,
+                                "reply_to_incident": incident_id,
+                            },
+                            text=f"{text} {ping}".strip(),
+                            key=f"incident:{incident_id}:remind:{uuid.uuid4().hex}",
+                            priority=0,
+                            now=now,
+                        )
+                    )
+                )
+            reminded += 1
+            call_observers(self.observers, f"⏰ {ref}: the leads were reminded")
+        if reminded:
+            self.on_queued()
+        return reminded
 
     async def refresh_cards(self) -> int:
         """Queue an edit of each active incident's card whose linked count changed."""
@@ -838,14 +986,18 @@ class IncidentDesk:
             buttons[0].insert(0, ("Cause identified", f"inc_identified:{incident_id}"))
         return IncidentCard("\n".join(lines), buttons)
 
-    async def card_message(self, incident_id: int) -> int | None:
-        """The message that is the incident's card, once posted."""
+    async def card_message(self, incident_id: int) -> tuple[int | None, datetime | None]:
+        """The message that is the incident's card (once posted), and when it was declared."""
         async with self._store.read() as conn:
             found = await conn.execute(
-                select(incidents.c.card_message_id).where(incidents.c.id == incident_id)
+                select(incidents.c.card_message_id, incidents.c.declared_at).where(
+                    incidents.c.id == incident_id
+                )
             )
-            value = found.scalar_one_or_none()
-        return int(value) if value is not None else None
+            row = found.first()
+        if row is None:
+            return None, None
+        return (int(row[0]) if row[0] is not None else None), row[1]
 
     async def put_card(self, incident_id: int, chat_id: int, message_id: int) -> None:
         """Remember where the incident's card was posted."""

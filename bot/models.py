@@ -196,6 +196,7 @@ incidents = Table(
     Column("card_chat_id", BigInteger),  # the incident's card in the staff chat
     Column("card_message_id", BigInteger),
     Column("card_linked", Integer, nullable=False, default=0, server_default="0"),
+    Column("reminded_at", UTCDateTime),  # the leads were last paged again about it
     Index("ix_incidents_state", "state"),
 )
 

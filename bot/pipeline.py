@@ -516,13 +516,19 @@ class Pipeline:
             resolved = link.state is TicketState.RESOLVED
             inside = link.resolved_at is not None and now - link.resolved_at <= t.reopen_window
             if not resolved or inside:  # a follow-up: no second ack, the ticket hears it
+                # "thanks, works now!" after a resolution is recorded, not a new problem
+                thanks = (
+                    resolved
+                    and verdict.category in {Category.PRAISE, Category.OTHER}
+                    and not verdict.needs_triage
+                )
                 return Decision(
                     s,
                     MentionStatus.FOLLOW_UP,
                     verdict=verdict,
                     join_ticket_id=link.ticket_id,
-                    reopen=resolved,
-                    note="customer follow-up",
+                    reopen=resolved and not thanks,
+                    note="thanks after the resolution" if thanks else "customer follow-up",
                 )
         plan = plan_for(verdict, m, t.ctx)
         if not plan.open_ticket:

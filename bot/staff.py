@@ -308,7 +308,7 @@ class StaffDesk:
         """The outbox row that tells the customer a resolution note, or why it cannot."""
         note = " ".join(note.split())
         if not note:
-            return "a public note needs text (/resolve N public <note>)."
+            return "a public note needs text (/resolve N public: <note>)."
         if len(note) > NOTE_MAX:
             return f"the note is {len(note)} characters; customers get at most {NOTE_MAX}."
         platform = Platform(ticket["platform"])
@@ -411,7 +411,7 @@ class StaffDesk:
     async def command(self, name: str, args: list[str], user_id: int) -> str:
         """Answer ``/queue``, ``/stats``, ``/ticket N``, ``/resolve N [public] [note]`` (HTML).
 
-        ``/resolve N public <note>`` sends the note to the customer in their thread.
+        ``/resolve N public: <note>`` sends the note to the customer in their thread.
         """
         if name == "queue":
             return await self._queue()
@@ -426,7 +426,7 @@ class StaffDesk:
                 return f"There is no ticket {ticket_ref(self._prefix, ticket_id)}."
             return render_card(*loaded, self._store.clock.now(), self._prefix).html
         note = " ".join(args[1:]).strip()
-        public = re.match(r"(?i)public\b:?\s*", note)
+        public = re.match(r"(?i)public:\s*", note)  # the colon: "public holiday…" is a note
         outcome = await self.act(
             Action(
                 Verb.RESOLVE,

@@ -7,11 +7,13 @@ Real tweepy against the fake X, real PTB against the fake Bot API, an injected c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
 from bot.config import Config
 from bot.domain import Category
@@ -23,6 +25,7 @@ from bot.sandbox.telegram_fake import FakeTelegram, TgUser
 from bot.sandbox.traffic import TrafficGenerator, outage_complaint, run_outage
 from bot.sandbox.x_fake import FakeX
 from bot.themes import Complaint, find_themes
+from handlers.staff import Action, Verb
 from tests.conftest import ConfigDir
 from tests.harness import FakeClock, Service, eventually, make_config, polls_after, start_service
 
@@ -404,7 +407,17 @@ async def test_a_public_resolution_note_reaches_the_customer_and_a_reply_reopens
         await eventually(lambda: any("resolved" in str(m["text"]) for m in fake_tg.sent(SUPPORT)))
         await polls_after(fake_x, 2)
         assert len(fake_x.posts_in_reply_to(tweet)) == 1  # an internal note stays internal
-        fake_x.inject_mention(author="jenny_k", text="thanks, all good", in_reply_to=tweet)
+        # A thank-you is recorded on the ticket, not taken for a new problem...
+        fake_x.inject_mention(
+            author="jenny_k", text="thank you so much, brilliant!", in_reply_to=tweet
+        )
+        await _follow_ups_stored(svc, 1)
+        [t] = await svc.tickets()
+        assert t["state"] == "resolved"
+        # ...but the trouble coming back reopens it.
+        fake_x.inject_mention(
+            author="jenny_k", text="the refund still hasn't arrived, useless", in_reply_to=tweet
+        )
 
         async def reopened() -> bool:
             [t] = await svc.tickets()
@@ -412,7 +425,7 @@ async def test_a_public_resolution_note_reaches_the_customer_and_a_reply_reopens
 
         await eventually(reopened)
         too_long = "x" * 201
-        fake_tg.user_message(SUPPORT, SAM, f"/resolve {tid} public {too_long}")
+        fake_tg.user_message(SUPPORT, SAM, f"/resolve {tid} public: {too_long}")
         await eventually(
             lambda: any("at most 200" in str(m["text"]) for m in fake_tg.sent(SUPPORT))
         )
@@ -538,3 +551,109 @@ async def test_retention_erases_the_customers_words_quoted_in_surge_alerts(
     assert (surge["samples"], surge["theme"]) == ([], "checkout")  # the theme is no one's words
     [alert] = await svc.rows(outbox, outbox.c.ticket_id.is_(None))
     assert alert["text"] == ""
+
+
+async def test_claimed_tickets_stay_with_their_agent_and_a_late_link_is_settled_like_the_rest(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    svc = await start_service(_config(config_copy, db_url), fake_x, telegram=fake_tg)
+    try:
+        desk, incidents_desk = svc.running.desk, svc.running.incidents
+        assert desk is not None
+        assert incidents_desk is not None
+        await polls_after(fake_x, 1)
+        held = fake_x.inject_mention(author="with_sam", text=CHECKOUT[0])
+        await _acked(fake_x, held)
+        [ticket] = await svc.tickets()
+        await desk.act(Action(Verb.CLAIM, ticket["id"]), SAM.id, "sam")
+        answer = await _command(fake_tg, DANA, '/incident declare "checkout failures" checkout')
+        assert "0 open ticket(s) linked" in answer  # Sam has that one
+        late = fake_x.inject_mention(author="late_buyer", text=CHECKOUT[1])
+        await _acked(fake_x, late)
+        assert await _command(fake_tg, DANA, "/incident fix 1") == (
+            "INC-1 is fixed: a follow-up to 1 customer(s), 1 ticket(s) resolved."
+        )
+        # A mention decided while the incident was active but committed after the fix (a
+        # race between the pipeline and the staff chat) leaves a linked, open ticket behind.
+        straggler = fake_x.inject_mention(author="racer", text="hello, a quick question")
+        await _acked(fake_x, straggler)
+        await svc.execute(
+            update(tickets)
+            .where(tickets.c.customer_handle == "racer")
+            .values(incident_id=1, next_escalation_at=None)
+        )
+        assert await incidents_desk.settle_stragglers() == 1
+        posts = await _acked(fake_x, straggler, 2)
+        assert posts[1] in _fixed_posts(fake_x)
+        assert await incidents_desk.settle_stragglers() == 0
+    finally:
+        await svc.shutdown()
+    states = {t["customer_handle"]: (t["state"], t["incident_id"]) for t in await svc.tickets()}
+    assert states["with_sam"] == ("claimed", None)
+    assert states["late_buyer"] == ("resolved", 1)
+    assert states["racer"] == ("resolved", 1)
+    assert len(fake_x.posts_in_reply_to(held)) == 1  # only its ack: Sam answers it
+
+
+async def test_one_outage_in_two_wordings_is_one_alert_and_the_watch_runs_on_its_own(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    config = _config(config_copy, db_url)
+    svc = await start_service(config, fake_x, telegram=fake_tg)
+    try:
+        desk = svc.running.incidents
+        assert desk is not None
+        await polls_after(fake_x, 1)
+        for i in range(6):
+            fake_x.inject_mention(author=f"a{i}", text=f"login is broken again, error {i}")
+            fake_x.inject_mention(author=f"b{i}", text=f"the app won't let me sign in, code {i}")
+        await _ticketed(svc, 12)
+        watch = asyncio.create_task(desk.run(timedelta(milliseconds=50)))
+        try:
+            await eventually(lambda: len(fake_tg.sent(LEADS)) == 1)
+            await polls_after(fake_x, 5)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        assert await desk.check_surges() == 0  # each theme was alerted: not again
+    finally:
+        await svc.shutdown()
+    [alert] = fake_tg.sent(LEADS)
+    datas = [d for row in fake_tg.buttons(LEADS, int(alert["message_id"])) for _, d in row]
+    assert len(datas) == 2  # one message, a Declare button per wording
+    assert "login" in str(alert["text"])
+
+
+async def test_an_incident_without_news_pages_the_leads_again_until_fixed(
+    config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
+) -> None:
+    clock = FakeClock()
+    svc = await start_service(_config(config_copy, db_url), fake_x, telegram=fake_tg, clock=clock)
+    try:
+        desk = svc.running.incidents
+        assert desk is not None
+        await _command(fake_tg, DANA, '/incident declare "checkout failures" checkout')
+        await eventually(lambda: bool(_buttons(fake_tg, LEADS, "inc_fixed:")))
+        clock.advance(minutes=29)
+        assert await desk.remind() == 0
+        clock.advance(minutes=2)
+        assert await desk.remind() == 1
+        assert await desk.remind() == 0  # once per remind_every
+        reminder = await _posted(fake_tg, LEADS, "still investigating")
+        card_id = _buttons(fake_tg, LEADS, "inc_fixed:")[0][0]
+        assert (reminder.get("reply_to_message") or {}).get("message_id") == card_id
+        assert "Dana" in str(reminder["text"])
+        await _command(fake_tg, DANA, '/incident update 1 "Rolling back."')
+        clock.advance(minutes=20)
+        assert await desk.remind() == 0  # news resets the clock
+        await _command(fake_tg, DANA, "/incident fix 1")
+        clock.advance(hours=2)
+        assert await desk.remind() == 0
+    finally:
+        await svc.shutdown()
+
+
+async def _posted(fake_tg: FakeTelegram, chat: int, words: str) -> dict[str, object]:
+    await eventually(lambda: any(words in str(m["text"]) for m in fake_tg.sent(chat)))
+    return next(m for m in fake_tg.sent(chat) if words in str(m["text"]))

@@ -54,6 +54,7 @@ from bot.errors import (
     StartupError,
     TransientError,
 )
+from bot.incidents import CARD_GIVE_UP
 from bot.models import staff_cards
 from bot.platforms.base import MentionSink, PlatformAdapter
 from bot.ratelimit import SlidingWindow
@@ -349,8 +350,10 @@ class TelegramStaffChat(PlatformAdapter):
             raise PermanentError(f"incident {incident_id} no longer exists")
         # none once fixed: an edit without a keyboard removes the buttons
         markup = _markup(Card(card.html, card.buttons)) if card.buttons else None
-        message_id = await incidents.card_message(incident_id)
+        message_id, declared = await incidents.card_message(incident_id)
         if message_id is None and not post:
+            if declared is not None and self._clock.now() - declared > CARD_GIVE_UP:
+                raise PermanentError(f"incident {incident_id}'s card was never posted")
             raise RateLimited(
                 "the incident card is not posted yet",
                 self._clock.now() + CARD_WAIT,
@@ -383,6 +386,12 @@ class TelegramStaffChat(PlatformAdapter):
     async def _notice(self, destination: dict[str, Any], text: str) -> str:
         chat_id = int(destination["chat_id"])
         reply = None
+        if destination.get("reply_to_incident") is not None and self._desk.incidents:
+            card_id, _ = await self._desk.incidents.card_message(
+                int(destination["reply_to_incident"])
+            )
+            if card_id is not None:
+                reply = ReplyParameters(card_id, allow_sending_without_reply=True)
         if destination.get("reply_to_card") is not None:
             card_id = await self._card_message(int(destination["reply_to_card"]), chat_id)
             if card_id is not None:

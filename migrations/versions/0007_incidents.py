@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("card_chat_id", sa.BigInteger(), nullable=True),
         sa.Column("card_message_id", sa.BigInteger(), nullable=True),
         sa.Column("card_linked", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
     )
     op.create_index("ix_incidents_state", "incidents", ["state"], unique=False)
