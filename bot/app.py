@@ -486,6 +486,8 @@ def _start_sweep(  # noqa: PLR0917 — the composition root passes its parts
     desk.escalate = sweep.escalate_now
     if running.incidents is not None:
         running.incidents.on_queued = sender.wake
+        if running.pipeline is not None:
+            running.incidents.on_change = running.pipeline.incidents.changed
     if view is not None:
         sweep.observers.append(view.staff)
         if running.incidents is not None:

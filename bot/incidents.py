@@ -18,8 +18,10 @@ import asyncio
 import enum
 import html
 import logging
+import math
 import re
 import shlex
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -106,6 +108,32 @@ async def load_active(conn: AsyncConnection) -> list[ActiveIncident]:
     ]
 
 
+class ActiveIncidents:
+    """The active incidents, read at most every ``ttl`` seconds (the hot path asks per group).
+
+    This process's own declarations, updates and fixes call :meth:`changed` and are seen at
+    once; another process's within ``ttl``. A mention linked to an incident fixed meanwhile is
+    settled by :meth:`IncidentDesk.settle_stragglers`.
+    """
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self._ttl = ttl
+        self._found: list[ActiveIncident] = []
+        self._loaded_at = -math.inf
+
+    def changed(self) -> None:
+        """Read them again on the next call."""
+        self._loaded_at = -math.inf
+
+    async def get(self, conn: AsyncConnection) -> list[ActiveIncident]:
+        """The active incidents, fresh within ``ttl``."""
+        now = time.monotonic()
+        if now - self._loaded_at >= self._ttl:
+            self._found = await load_active(conn)
+            self._loaded_at = now
+        return self._found
+
+
 def first_match(found: Sequence[ActiveIncident], text: str) -> ActiveIncident | None:
     """The oldest active incident ``text`` is about, if any."""
     if not found:
@@ -154,6 +182,7 @@ class IncidentDesk:
         self._leads = {m.telegram_user_id: m.name for m in staff.members if m.role == "lead"}
         self._members = {m.telegram_user_id: m.name for m in staff.members}
         self.observers: list[Callable[[str], None]] = []
+        self.on_change: Callable[[], None] = lambda: None  # an incident began, changed or ended
 
     async def run(self, cards_every: timedelta) -> None:
         """Look for surges every ``surge.every``; refresh incident cards every ``cards_every``."""
@@ -478,6 +507,7 @@ class IncidentDesk:
                     )
                 )
         self.on_queued()
+        self.on_change()
         ref = incident_ref(incident_id)
         call_observers(self.observers, f"{who} declared {ref} “{title}”: {linked} linked")
         return (
@@ -592,6 +622,7 @@ class IncidentDesk:
             )
             await self._queue_card(conn, incident_id, now)
         self.on_queued()
+        self.on_change()
         call_observers(self.observers, f"{who} updated {ref}: {new_state}")
         said = f" Status: “{status}”, sent to {sent} customer(s)." if status is not None else ""
         return f"{ref} is {new_state}.{said}"
@@ -631,6 +662,7 @@ class IncidentDesk:
             resolved = await self._resolve_linked(conn, incident_id, who, now)
             await self._queue_card(conn, incident_id, now)
         self.on_queued()
+        self.on_change()
         call_observers(
             self.observers, f"{who} fixed {ref}: {sent} follow-up(s), {resolved} resolved"
         )

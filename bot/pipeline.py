@@ -38,7 +38,7 @@ from bot.domain import (
     TicketState,
     Verdict,
 )
-from bot.incidents import ActiveIncident, first_match, incident_ref, load_active
+from bot.incidents import ActiveIncident, ActiveIncidents, first_match, incident_ref
 from bot.platforms.base import PlatformAdapter
 from bot.policy import EscalationFile
 from bot.store import (
@@ -237,6 +237,7 @@ class Pipeline:
         self._ref_prefix = ref_prefix
         self._on_committed = on_committed
         self.observers: list[Observer] = []
+        self.incidents = ActiveIncidents()  # what new mentions may be linked to
         self._stranded = False
         self._group_size = group_size
         self._group_wait = group_wait
@@ -419,7 +420,7 @@ class Pipeline:
         found: list[ActiveIncident] = []
         if tuning.incident_categories:
             async with self._store.using(within, write=False) as conn:
-                found = await load_active(conn)
+                found = await self.incidents.get(conn)
         decisions: list[Decision] = []
         later: list[StoredMention] = []
         for s in stored:
