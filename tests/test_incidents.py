@@ -501,7 +501,7 @@ def test_an_unknown_incident_group_is_a_config_error_naming_file_line_and_key(
     assert "war-room" in problem.message
 
 
-async def test_surge_counts_only_unlinked_complaints_in_the_window(
+async def test_complaints_older_than_the_window_do_not_make_a_surge(
     config_copy: ConfigDir, db_url: str, fake_x: FakeX, fake_tg: FakeTelegram
 ) -> None:
     clock = FakeClock()

@@ -322,17 +322,7 @@ class TelegramStaffChat(PlatformAdapter):
                 scope=f"card:{ticket_id}:{chat_id}",
             )
         if message_id is not None:
-            try:
-                await self.app.bot.edit_message_text(
-                    card.html,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=_markup(card),
-                )
-            except BadRequest as exc:
-                if "not modified" not in exc.message.lower():
-                    raise
+            await self._edit(chat_id, message_id, card.html, _markup(card))
             return str(message_id)
         text = f"{card.html}\n{ping}" if ping else card.html
         self._spend(chat_id)
@@ -341,6 +331,22 @@ class TelegramStaffChat(PlatformAdapter):
         )
         await self._store.put_card(ticket_id, chat_id, sent.message_id)
         return str(sent.message_id)
+
+    async def _edit(
+        self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None
+    ) -> None:
+        """Edit a card in place; an edit that changes nothing is not an error."""
+        try:
+            await self.app.bot.edit_message_text(
+                text,
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=markup,
+            )
+        except BadRequest as exc:
+            if "not modified" not in exc.message.lower():
+                raise
 
     async def _incident_card(self, incident_id: int, chat_id: int, *, post: bool) -> str:
         """Post an incident's card (paging the leads: it escalates once) or edit it."""
@@ -360,17 +366,7 @@ class TelegramStaffChat(PlatformAdapter):
                 scope=f"incident:{incident_id}",
             )
         if message_id is not None:
-            try:
-                await self.app.bot.edit_message_text(
-                    card.html,
-                    chat_id=chat_id,
-                    message_id=message_id,
-                    parse_mode=ParseMode.HTML,
-                    reply_markup=markup,
-                )
-            except BadRequest as exc:
-                if "not modified" not in exc.message.lower():
-                    raise
+            await self._edit(chat_id, message_id, card.html, markup)
             return str(message_id)
         ping = incidents.ping()
         self._spend(chat_id)
