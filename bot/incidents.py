@@ -582,16 +582,12 @@ class IncidentDesk:
         if status is not None:
             status = " ".join(status.split())
             if len(status) > STATUS_MAX:
-                return (
-                    f"The status is {len(status)} characters; customers get at most {STATUS_MAX}."
-                )
+                return _too_long("status", status)
         now = self._store.clock.now()
         async with self._store.write() as conn:
-            inc = await self._incident(conn, incident_id, lock=True)
-            if inc is None:
-                return f"There is no incident {ref}."
-            if inc["state"] == IncidentState.FIXED.value:
-                return f"{ref} is fixed already."
+            inc = await self._open_incident(conn, incident_id)
+            if isinstance(inc, str):
+                return inc
             if status is None and (state is None or state.value == inc["state"]):
                 return f"{ref} is {inc['state']} already."
             new_state = (state or IncidentState(inc["state"])).value
@@ -599,10 +595,7 @@ class IncidentDesk:
                 "state": new_state,
                 "status_text": status or inc["status_text"],
                 "updated_at": now,
-                "history": [
-                    *inc["history"],
-                    {"at": now.isoformat(), "by": who, "state": new_state, "status": status},
-                ],
+                "history": _history(inc, now, who, new_state, status),
             }
             sent = 0
             if status is not None:
@@ -630,16 +623,14 @@ class IncidentDesk:
     async def fix(self, incident_id: int, who: str, status: str | None) -> str:
         """Mark fixed: one follow-up to each linked customer, their tickets resolved."""
         ref = incident_ref(incident_id)
+        status = " ".join((status or "").split()) or "Fixed."
+        if len(status) > STATUS_MAX:
+            return _too_long("note", status)
         now = self._store.clock.now()
         async with self._store.write() as conn:
-            inc = await self._incident(conn, incident_id, lock=True)
-            if inc is None:
-                return f"There is no incident {ref}."
-            if inc["state"] == IncidentState.FIXED.value:
-                return f"{ref} is fixed already."
-            status = " ".join((status or "").split()) or "Fixed."
-            if len(status) > STATUS_MAX:
-                return f"The note is {len(status)} characters; customers get at most {STATUS_MAX}."
+            inc = await self._open_incident(conn, incident_id)
+            if isinstance(inc, str):
+                return inc
             moved = await conn.execute(
                 update(incidents)
                 .where(incidents.c.id == incident_id, incidents.c.state == inc["state"])
@@ -648,10 +639,7 @@ class IncidentDesk:
                     status_text=status,
                     fixed_at=now,
                     updated_at=now,
-                    history=[
-                        *inc["history"],
-                        {"at": now.isoformat(), "by": who, "state": "fixed", "status": status},
-                    ],
+                    history=_history(inc, now, who, IncidentState.FIXED.value, status),
                 )
             )
             if moved.rowcount != 1:
@@ -667,6 +655,16 @@ class IncidentDesk:
             self.observers, f"{who} fixed {ref}: {sent} follow-up(s), {resolved} resolved"
         )
         return f"{ref} is fixed: a follow-up to {sent} customer(s), {resolved} ticket(s) resolved."
+
+    async def _open_incident(self, conn: AsyncConnection, incident_id: int) -> RowMapping | str:
+        """The incident, locked for a change; or why it cannot change."""
+        inc = await self._incident(conn, incident_id, lock=True)
+        ref = incident_ref(incident_id)
+        if inc is None:
+            return f"There is no incident {ref}."
+        if inc["state"] == IncidentState.FIXED.value:
+            return f"{ref} is fixed already."
+        return inc
 
     async def _incident(
         self, conn: AsyncConnection, incident_id: int, *, lock: bool = False
@@ -1090,6 +1088,20 @@ def _check_declaration(title: str, terms: Iterable[str]) -> str:
         if not term_words(t):
             return f"“{t}” has no words to match (too short, or only common words)."
     return ""
+
+
+def _too_long(what: str, text: str) -> str:
+    return f"The {what} is {len(text)} characters; customers get at most {STATUS_MAX}."
+
+
+def _history(
+    inc: RowMapping, now: datetime, who: str, state: str, status: str | None
+) -> list[dict[str, Any]]:
+    """The incident's history with one more entry (newest last)."""
+    return [
+        *inc["history"],
+        {"at": now.isoformat(), "by": who, "state": state, "status": status},
+    ]
 
 
 def _quoted(term: str) -> str:

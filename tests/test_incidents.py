@@ -18,6 +18,7 @@ from sqlalchemy import update
 from bot.config import Config
 from bot.domain import Category
 from bot.errors import ConfigError
+from bot.incidents import IncidentDesk
 from bot.models import incidents, outbox, surges, tickets
 from bot.retention import Retention
 from bot.sandbox.staff_sim import StaffSimulator
@@ -68,6 +69,22 @@ async def _ticketed(svc: Service, n: int) -> None:
         return len(await svc.tickets()) >= n
 
     await eventually(check)
+
+
+async def _desk(svc: Service, fake_x: FakeX) -> IncidentDesk:
+    """The service's incident desk, once the service has polled X."""
+    desk = svc.running.incidents
+    assert desk is not None
+    await polls_after(fake_x, 1)
+    return desk
+
+
+async def _complaints(svc: Service, fake_x: FakeX, texts: list[str], prefix: str) -> None:
+    """Each text from another customer; wait until all are ticketed."""
+    before = len(await svc.tickets())
+    for i, text in enumerate(texts):
+        fake_x.inject_mention(author=f"{prefix}{i}", text=text)
+    await _ticketed(svc, before + len(texts))
 
 
 async def _acked(fake_x: FakeX, tweet: str, n: int = 1) -> list[str]:
@@ -138,9 +155,7 @@ async def test_a_themed_storm_raises_exactly_one_surge_alert_and_its_button_decl
     clock = FakeClock()
     svc = await start_service(_config(config_copy, db_url), fake_x, telegram=fake_tg, clock=clock)
     try:
-        desk = svc.running.incidents
-        assert desk is not None
-        await polls_after(fake_x, 1)
+        desk = await _desk(svc, fake_x)
         for i, text in enumerate([*ORDINARY, *CHECKOUT]):
             fake_x.inject_mention(author=f"customer{i}", text=text)
         await _ticketed(svc, len(ORDINARY) + len(CHECKOUT))
@@ -451,9 +466,7 @@ async def test_the_sandbox_outage_storm_is_alerted_declared_and_fixed_by_the_sim
     config = make_config(config_copy, db_url, staff=STAFF_ON)  # the shipped surge settings
     svc = await start_service(config, fake_x, telegram=fake_tg, clock=clock)
     try:
-        desk = svc.running.incidents
-        assert desk is not None
-        await polls_after(fake_x, 1)
+        desk = await _desk(svc, fake_x)
         stop = asyncio.Event()
         storm = await run_outage(
             lambda s: fake_x.inject_mention(author=s.author, text=s.text),
@@ -507,12 +520,8 @@ async def test_complaints_older_than_the_window_do_not_make_a_surge(
     clock = FakeClock()
     svc = await start_service(_config(config_copy, db_url), fake_x, telegram=fake_tg, clock=clock)
     try:
-        desk = svc.running.incidents
-        assert desk is not None
-        await polls_after(fake_x, 1)
-        for i, text in enumerate(CHECKOUT[:4]):
-            fake_x.inject_mention(author=f"early{i}", text=text)
-        await _ticketed(svc, 4)
+        desk = await _desk(svc, fake_x)
+        await _complaints(svc, fake_x, CHECKOUT[:4], "early")
         clock.advance(minutes=11)  # those four are out of the window
         fake_x.inject_mention(author="late0", text=CHECKOUT[4])
         await _ticketed(svc, 5)
@@ -528,12 +537,8 @@ async def test_retention_erases_the_customers_words_quoted_in_surge_alerts(
     clock = FakeClock()
     svc = await start_service(_config(config_copy, db_url), fake_x, telegram=fake_tg, clock=clock)
     try:
-        desk = svc.running.incidents
-        assert desk is not None
-        await polls_after(fake_x, 1)
-        for i, text in enumerate(CHECKOUT[:5]):
-            fake_x.inject_mention(author=f"customer{i}", text=text)
-        await _ticketed(svc, 5)
+        desk = await _desk(svc, fake_x)
+        await _complaints(svc, fake_x, CHECKOUT[:5], "customer")
         assert await desk.check_surges() == 1
 
         async def alert_sent() -> bool:
@@ -601,9 +606,7 @@ async def test_one_outage_in_two_wordings_is_one_alert_and_the_watch_runs_on_its
     config = _config(config_copy, db_url)
     svc = await start_service(config, fake_x, telegram=fake_tg)
     try:
-        desk = svc.running.incidents
-        assert desk is not None
-        await polls_after(fake_x, 1)
+        desk = await _desk(svc, fake_x)
         for i in range(6):
             fake_x.inject_mention(author=f"a{i}", text=f"login is broken again, error {i}")
             fake_x.inject_mention(author=f"b{i}", text=f"the app won't let me sign in, code {i}")
